@@ -1,0 +1,5 @@
+"""``python -m matchcast``."""
+
+from matchcast.cli import main
+
+main()

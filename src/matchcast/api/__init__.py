@@ -1,0 +1,1 @@
+"""The FastAPI application: the design note's endpoints."""

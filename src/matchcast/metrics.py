@@ -1,0 +1,30 @@
+"""Every Prometheus metric matchcast exports, in one place.
+
+The API process exports its own registry. Worker processes (prefork children included) write to
+``PROMETHEUS_MULTIPROC_DIR``, which the worker's main process serves; ``matchcast worker`` sets it up
+before this module is imported.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+# The design note's counters: names and labels are part of the contract.
+PREDICTION_REQUESTS = Counter("prediction_requests", "Prediction requests accepted by the API", ["source"])
+PREDICTION_TIMEOUTS = Counter("prediction_timeouts", "Synchronous predictions that timed out (504)")
+
+REQUEST_LATENCY = Histogram(
+    "http_request_duration_seconds", "HTTP request latency", ["method", "route", "status"], buckets=LATENCY_BUCKETS
+)
+PREDICTION_LATENCY = Histogram(
+    "prediction_latency_seconds", "End-to-end prediction latency seen by the API", ["source"], buckets=LATENCY_BUCKETS
+)
+
+MODEL_LOADS = Counter("model_loads", "Model loads, by process", ["version"])
+TASKS = Counter("prediction_tasks", "predict_match task outcomes in workers", ["outcome"])
+TASK_DURATION = Histogram(
+    "prediction_task_duration_seconds", "Execution time of predict_match in a worker", buckets=LATENCY_BUCKETS
+)
+QUEUE_DEPTH = Gauge("queue_depth", "Messages waiting in the ml queue (sampled by the API)", multiprocess_mode="liveall")

@@ -1,0 +1,1 @@
+"""Models: fitting, scoring, the fast predictor and the MLflow registry adapter."""

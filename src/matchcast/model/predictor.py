@@ -1,0 +1,54 @@
+"""The predictor: a fitted model reduced to a few numpy arrays, fast for one row or a season."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from matchcast.model.scoring import FloatArray
+
+
+def make_pipeline(c: float = 0.05) -> Pipeline:
+    """The first model: standardised features into a regularised multinomial logistic regression."""
+    return Pipeline([("scale", StandardScaler()), ("clf", LogisticRegression(C=c, max_iter=2000))])
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """Home/draw/away probabilities from a standardised linear softmax model."""
+
+    mean: FloatArray
+    scale: FloatArray
+    coef: FloatArray
+    intercept: FloatArray
+    feature_names: tuple[str, ...]
+
+    @classmethod
+    def from_pipeline(cls, pipe: Pipeline, feature_names: tuple[str, ...]) -> Predictor:
+        """Extract the arrays of a fitted ``make_pipeline`` pipeline (classes 0, 1, 2 = H, D, A)."""
+        scaler: StandardScaler = pipe.named_steps["scale"]
+        clf: LogisticRegression = pipe.named_steps["clf"]
+        if list(clf.classes_) != [0, 1, 2]:
+            raise ValueError(f"expected classes [0, 1, 2], got {list(clf.classes_)}")
+        return cls(
+            np.asarray(scaler.mean_, dtype=np.float64),
+            np.asarray(scaler.scale_, dtype=np.float64),
+            np.asarray(clf.coef_, dtype=np.float64),
+            np.asarray(clf.intercept_, dtype=np.float64),
+            feature_names,
+        )
+
+    def predict_proba(self, x: FloatArray) -> FloatArray:
+        """Rows of (home, draw, away) probabilities for rows of features."""
+        x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+        if x.shape[1] != len(self.feature_names):
+            raise ValueError(f"expected {len(self.feature_names)} features, got {x.shape[1]}")
+        z = ((x - self.mean) / self.scale) @ self.coef.T + self.intercept
+        z -= z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        out: FloatArray = e / e.sum(axis=1, keepdims=True)
+        return out

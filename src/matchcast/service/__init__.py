@@ -1,0 +1,1 @@
+"""Prediction logic that knows no FastAPI, Celery or MLflow specifics."""

@@ -1,0 +1,114 @@
+"""Training from the match store: features, a held-out season, fit, log, register."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+
+from matchcast.data.features import FEATURE_VERSION, compute_features
+from matchcast.data.store import MatchStore
+from matchcast.errors import InvalidInput
+from matchcast.model.predictor import Predictor, make_pipeline
+from matchcast.model.registry import ModelRegistry, code_version
+from matchcast.model.scoring import all_scores, outcome_index
+from matchcast.schemas import FEATURE_NAMES
+
+log = logging.getLogger(__name__)
+MIN_SEASON_MATCHES = 100
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What ``train`` registered."""
+
+    version: str
+    held_out_season: str
+    metrics: dict[str, float]
+    n_train: int
+    window: tuple[date, date]
+    alias_set: str | None
+
+
+@dataclass
+class Dataset:
+    """Finished matches with features, ready to fit."""
+
+    x: np.ndarray
+    y: np.ndarray
+    seasons: np.ndarray
+    leagues: np.ndarray
+    dates: np.ndarray
+
+
+def build_dataset(store: MatchStore) -> Dataset:
+    """Features and outcomes of every finished match after each league's first season."""
+    matches = store.all_matches()
+    feats = compute_features(matches)
+    first_season: dict[str, str] = {}
+    for m in matches:
+        first_season.setdefault(m.league, m.season)
+    done = [m for m in matches if m.result is not None and m.season != first_season[m.league]]
+    if not done:
+        raise InvalidInput("the store has no finished matches to train on; run `matchcast ingest` first")
+    return Dataset(
+        x=np.array([feats[m.match_id] for m in done], dtype=np.float64),
+        y=outcome_index([m.result for m in done if m.result]),
+        seasons=np.array([m.season for m in done]),
+        leagues=np.array([m.league for m in done]),
+        dates=np.array([m.date for m in done]),
+    )
+
+
+def _held_out_season(store: MatchStore, ds: Dataset) -> str:
+    """The most recent season with no upcoming match left and enough finished ones."""
+    upcoming = {m.season for m in store.all_matches() if m.result is None}
+    seasons, counts = np.unique(ds.seasons, return_counts=True)
+    complete = [s for s, c in zip(seasons, counts, strict=True) if s not in upcoming and c >= MIN_SEASON_MATCHES]
+    if len(complete) < 2:
+        raise InvalidInput("training needs at least two complete seasons of results")
+    return str(max(complete))
+
+
+def train(
+    store: MatchStore, registry: ModelRegistry, *, c: float = 0.05, alias: str | None = "champion"
+) -> TrainResult:
+    """Fit on seasons before the held-out one, score it, refit on all results, register, set ``alias``."""
+    ds = build_dataset(store)
+    held = _held_out_season(store, ds)
+    before, test = ds.seasons < held, ds.seasons == held
+    pipe = make_pipeline(c).fit(ds.x[before], ds.y[before])
+    probs = Predictor.from_pipeline(pipe, FEATURE_NAMES).predict_proba(ds.x[test])
+    scores = all_scores(probs, ds.y[test])
+    uniform = all_scores(np.full((int(test.sum()), 3), 1 / 3), ds.y[test])
+    metrics = {f"heldout_{k}": v for k, v in scores.items()} | {"heldout_uniform_rps": uniform["rps"]}
+    final = make_pipeline(c).fit(ds.x, ds.y)
+    window = (min(ds.dates), max(ds.dates))
+    tags = {
+        "feature_names": json.dumps(list(FEATURE_NAMES)),
+        "feature_version": FEATURE_VERSION,
+        "code_version": code_version(),
+        "training_window_start": window[0].isoformat(),
+        "training_window_end": window[1].isoformat(),
+        "held_out_season": held,
+    }
+    params = {
+        "model": "multinomial_logistic_regression",
+        "C": c,
+        "n_train": len(ds.y),
+        "n_features": len(FEATURE_NAMES),
+        "feature_version": FEATURE_VERSION,
+        "held_out_season": held,
+        "training_window_start": window[0].isoformat(),
+        "training_window_end": window[1].isoformat(),
+    }
+    version = registry.log_and_register(
+        final, params=params, metrics=metrics, tags=tags, artifacts={"feature_names.json": list(FEATURE_NAMES)}
+    )
+    if alias:
+        registry.set_alias(alias, version)
+    log.info("trained version %s: held-out %s RPS %.4f (uniform %.4f)", version, held, scores["rps"], uniform["rps"])
+    return TrainResult(version, held, metrics, len(ds.y), window, alias)

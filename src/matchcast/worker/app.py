@@ -1,0 +1,89 @@
+"""The worker's Celery app. ``PredictionService`` is created once per worker process (``worker_process_init``)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+from celery import signals
+
+from matchcast.config import ML_QUEUE, get_settings
+from matchcast.metrics import MODEL_LOADS
+from matchcast.service.prediction import PredictionService
+from matchcast.service.queue import make_celery
+from matchcast.service.tracking import WorkerHeartbeat
+from matchcast.service.wiring import registry_for, store_for
+
+log = logging.getLogger("matchcast.worker")
+settings = get_settings()
+app = make_celery(settings)
+app.conf.imports = ("matchcast.worker.tasks",)
+
+_service: PredictionService | None = None
+_heartbeat_stop = threading.Event()
+
+
+def get_service() -> PredictionService:
+    """This process's service; created here only if the pool sent no ``worker_process_init``."""
+    global _service
+    if _service is None:
+        _init_service()
+    assert _service is not None
+    return _service
+
+
+def _init_service() -> None:
+    global _service
+    started = time.perf_counter()
+    _service = PredictionService(store_for(settings), registry_for(settings), settings.model_alias)
+    MODEL_LOADS.labels(version=_service.model.version).inc()
+    log.info(
+        "model_loaded pid=%d name=%s version=%s alias=%s seconds=%.3f",
+        os.getpid(),
+        _service.model.name,
+        _service.model.version,
+        settings.model_alias,
+        time.perf_counter() - started,
+    )
+
+
+@signals.worker_process_init.connect
+def _on_process_init(**_: Any) -> None:
+    _init_service()
+
+
+@signals.worker_process_shutdown.connect
+def _on_process_shutdown(pid: int | None = None, **_: Any) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid or os.getpid())
+
+
+@signals.worker_ready.connect
+def _on_ready(sender: Any = None, **_: Any) -> None:
+    hostname = getattr(sender, "hostname", None) or socket.gethostname()
+    beat = WorkerHeartbeat(settings.resolved_result_backend(), hostname, settings.worker_heartbeat_s)
+
+    def loop() -> None:
+        while not _heartbeat_stop.is_set():
+            try:
+                beat.beat({"pid": os.getpid(), "queues": [ML_QUEUE]})
+            except Exception as exc:  # the backend may be away for a while; keep beating
+                log.warning("heartbeat failed: %s", exc)
+            _heartbeat_stop.wait(settings.worker_heartbeat_s)
+        with contextlib.suppress(Exception):
+            beat.clear()
+
+    threading.Thread(target=loop, name="matchcast-heartbeat", daemon=True).start()
+    log.info("worker_ready hostname=%s queue=%s", hostname, ML_QUEUE)
+
+
+@signals.worker_shutdown.connect
+def _on_shutdown(**_: Any) -> None:
+    _heartbeat_stop.set()

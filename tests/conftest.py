@@ -1,0 +1,198 @@
+"""Shared fixtures: real services when present; skip (or fail under MATCHCAST_REQUIRE_SERVICES=1) when not."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from matchcast.config import Settings
+
+REQUIRE = os.environ.get("MATCHCAST_REQUIRE_SERVICES") == "1"
+RABBIT = ("127.0.0.1", 5672)
+REDIS = ("127.0.0.1", 6379)
+AS_OF = date(2026, 4, 1)
+
+
+def reachable(host: str, port: int) -> bool:
+    """A TCP connection can be made."""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def need(service: str, ok: bool) -> None:
+    """Skip when a service is missing, or fail when services are required."""
+    if ok:
+        return
+    if REQUIRE:
+        pytest.fail(f"{service} is required (MATCHCAST_REQUIRE_SERVICES=1) but not reachable")
+    pytest.skip(f"{service} is not reachable")
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def rabbit_vhost() -> Iterator[str]:
+    """A RabbitMQ vhost of this test session's own (so runs never share the ``ml`` queue)."""
+    need("RabbitMQ on 127.0.0.1:5672", reachable(*RABBIT))
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None:
+        yield "/"
+        return
+    vhost = f"matchcast-test-{uuid.uuid4().hex[:8]}"
+    subprocess.run([ctl, "add_vhost", vhost], check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [ctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True, capture_output=True, timeout=60
+    )
+    yield vhost
+    subprocess.run([ctl, "delete_vhost", vhost], capture_output=True, timeout=60, check=False)
+
+
+def amqp_url(vhost: str) -> str:
+    """Broker URL of a vhost on the machine's RabbitMQ."""
+    return f"amqp://guest:guest@127.0.0.1:5672/{vhost.replace('/', '%2F')}"
+
+
+@pytest.fixture(scope="session")
+def redis_db() -> Iterator[int]:
+    """A Redis database number of this session's own on the machine's Redis, flushed before and after."""
+    need("Redis on 127.0.0.1:6379", reachable(*REDIS))
+    import redis
+
+    client = redis.Redis(*REDIS)
+    for db in range(15, 0, -1):
+        c = redis.Redis(*REDIS, db=db)
+        if c.set("matchcast:test-lock", "1", nx=True, ex=3600):
+            c.flushdb()
+            c.set("matchcast:test-lock", "1", ex=3600)
+            yield db
+            c.flushdb()
+            return
+    client.close()
+    pytest.fail("no free Redis database for the tests")
+
+
+def ingest_subset(
+    settings: Settings, leagues: tuple[str, ...] = ("premier-league", "serie-a"), first_season: int = 17
+) -> None:
+    """Load a few recent seasons of some leagues, results held back from ``AS_OF``."""
+    from matchcast.data.ingest import bundled_files
+    from matchcast.service.bootstrap import ingest_files
+
+    paths = [
+        p
+        for p in bundled_files()
+        if p.parent.name in leagues and int(p.stem[-4:-2]) >= first_season and int(p.stem[-4:-2]) < 90
+    ]
+    ingest_files(settings, paths, as_of=AS_OF)
+
+
+@pytest.fixture(scope="session")
+def trained_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home folder with a small store and an MLflow registry whose champion was trained on it."""
+    from matchcast.service.bootstrap import train_model
+
+    home = tmp_path_factory.mktemp("home")
+    settings = Settings(home=home)
+    ingest_subset(settings)
+    train_model(settings)
+    return home
+
+
+def base_settings(home: Path, **overrides: object) -> Settings:
+    """Settings for a home folder, every URL explicit."""
+    values: dict[str, object] = {
+        "home": home,
+        "database_url": f"sqlite:///{home / 'matchcast.db'}",
+        "mlflow_tracking_uri": f"sqlite:///{home / 'mlflow.db'}",
+        "worker_metrics_port": 0,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a child process these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MATCHCAST_")}
+    for name, value in settings.model_dump(exclude={"embedded"}).items():
+        if value is not None:
+            env[f"MATCHCAST_{name.upper()}"] = str(value)
+    return env
+
+
+class WorkerProcess:
+    """A real ``matchcast worker`` process."""
+
+    def __init__(self, settings: Settings, hostname: str, log: Path, concurrency: int = 2) -> None:
+        self.settings, self.hostname, self.log, self.concurrency = settings, hostname, log, concurrency
+        self._log_file = log.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "matchcast", "worker", "--hostname", hostname, "--concurrency", str(concurrency)],
+            env=settings_env(settings),
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Wait until every pool process has loaded the model."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log.read_text(errors="replace")
+            if text.count("model_loaded") >= self.concurrency and "ready." in text:
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited early:\n{text[-3000:]}")
+            time.sleep(0.2)
+        raise AssertionError(f"worker not ready in {timeout}s:\n{self.log.read_text(errors='replace')[-3000:]}")
+
+    def stop(self) -> None:
+        """Warm shutdown, then kill if it lingers."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log_file.close()
+
+
+@pytest.fixture(scope="session")
+def stack_settings(trained_home: Path, rabbit_vhost: str, redis_db: int) -> Settings:
+    """Settings of the real stack: RabbitMQ vhost, Redis database, the trained home."""
+    return base_settings(
+        trained_home,
+        broker_url=amqp_url(rabbit_vhost),
+        result_backend=f"redis://127.0.0.1:6379/{redis_db}",
+        sync_timeout_s=20,
+    )
+
+
+@pytest.fixture(scope="session")
+def worker(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    """One real worker process on the stack."""
+    log = tmp_path_factory.mktemp("logs") / "worker.log"
+    w = WorkerProcess(stack_settings, f"test-worker-{uuid.uuid4().hex[:6]}@localhost", log)
+    try:
+        w.wait_ready()
+        yield w
+    finally:
+        w.stop()

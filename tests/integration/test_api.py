@@ -1,0 +1,174 @@
+"""Every endpoint of the design note against a real worker process, RabbitMQ, Redis and an MLflow registry."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from matchcast.api.app import create_app
+from matchcast.config import Settings
+from matchcast.schemas import FEATURE_NAMES, InlineFeatures
+from tests.conftest import WorkerProcess
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def client(stack_settings: Settings, worker: WorkerProcess) -> Iterator[TestClient]:
+    with TestClient(create_app(stack_settings)) as c:
+        yield c
+
+
+def metric(client: TestClient, line_start: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(line_start):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def upcoming_ids(client: TestClient, n: int = 5) -> list[int]:
+    page = client.get("/predict/matches/", params={"limit": n}).json()
+    return [m["match_id"] for m in page["items"]]
+
+
+def features() -> dict[str, float]:
+    f = InlineFeatures.model_fields
+    return {n: (f[n].metadata[0].ge + f[n].metadata[1].le) / 2 for n in FEATURE_NAMES}  # type: ignore[attr-defined]
+
+
+def test_upcoming_matches_soonest_first_filtered_and_paginated(client: TestClient) -> None:
+    r = client.get("/predict/matches/", params={"limit": 10})
+    assert r.status_code == 200
+    page = r.json()
+    assert page["total"] > 10 and len(page["items"]) == 10
+    dates = [m["date"] for m in page["items"]]
+    assert dates == sorted(dates) and all(d >= "2026-04-01" for d in dates)
+    assert all(m["result"] is None for m in page["items"])
+    nxt = client.get("/predict/matches/", params={"limit": 10, "offset": 10}).json()
+    assert not {m["match_id"] for m in nxt["items"]} & {m["match_id"] for m in page["items"]}
+    serie_a = client.get(
+        "/predict/matches/", params={"league": "serie-a", "from": "2026-05-01", "to": "2026-05-10"}
+    ).json()
+    assert serie_a["total"] > 0
+    assert all(m["league"] == "serie-a" and "2026-05-01" <= m["date"] <= "2026-05-10" for m in serie_a["items"])
+
+
+def test_listing_bounds_give_422(client: TestClient) -> None:
+    r = client.get("/predict/matches/", params={"limit": 100000})
+    assert r.status_code == 422 and r.json()["type"] == "validation_error"
+    assert r.json()["detail"][0]["loc"] == ["query", "limit"]
+
+
+def test_sync_prediction_by_match_id(client: TestClient) -> None:
+    before = metric(client, 'prediction_requests_total{source="sync"}')
+    ids = upcoming_ids(client, 5)
+    preds = [client.get(f"/predict/{i}") for i in ids]
+    assert all(p.status_code == 200 for p in preds), [p.text for p in preds]
+    bodies = [p.json() for p in preds]
+    for i, b in zip(ids, bodies, strict=True):
+        pr = b["probabilities"]
+        assert b["match_id"] == i and b["home_team"] and b["date"]
+        assert abs(pr["home"] + pr["draw"] + pr["away"] - 1) < 1e-9
+        assert b["model_name"] == "matchcast" and b["model_version"] == "1" and b["predicted_at"]
+    assert len({b["probabilities"]["home"] for b in bodies}) == len(bodies)  # real model outputs differ
+    assert metric(client, 'prediction_requests_total{source="sync"}') == before + 5
+
+
+def test_unknown_match_is_404(client: TestClient) -> None:
+    r = client.get("/predict/987654321")
+    assert r.status_code == 404
+    assert r.json() == {"type": "match_not_found", "detail": "no match with match_id=987654321"}
+    assert client.get("/predict/abc").status_code == 422
+
+
+def test_inline_prediction(client: TestClient) -> None:
+    body = {"features": features(), "home_team": "Home FC", "away_team": "Away FC", "date": "2026-06-01"}
+    r = client.post("/predict/", json=body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["match_id"] is None and out["home_team"] == "Home FC"
+    stronger = {**body, "features": {**features(), "elo_home": 2000.0, "elo_away": 1200.0}}
+    assert client.post("/predict/", json=stronger).json()["probabilities"]["home"] > out["probabilities"]["home"]
+
+
+def test_inline_errors_name_the_field(client: TestClient) -> None:
+    bad = client.post("/predict/", json={"features": {**features(), "elo_home": 9999}})
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["loc"] == ["body", "features", "elo_home"]
+    extra = client.post("/predict/", json={"features": features(), "model_uri": "x"})
+    assert extra.status_code == 422 and extra.json()["detail"][0]["loc"] == ["body", "model_uri"]
+    garbage = client.post("/predict/", content=b"{not json", headers={"content-type": "application/json"})
+    assert garbage.status_code == 422 and garbage.json()["type"] == "validation_error"
+
+
+def test_oversized_body_is_413(client: TestClient, stack_settings: Settings) -> None:
+    big = b'{"features": {}, "home_team": "' + b"x" * stack_settings.max_body_bytes + b'"}'
+    r = client.post("/predict/", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["type"] == "payload_too_large"
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(100):
+            yield b"x" * 1024
+
+    r = client.post("/predict/", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+
+
+def test_async_submit_and_poll(client: TestClient) -> None:
+    before = metric(client, 'prediction_requests_total{source="async"}')
+    match_id = upcoming_ids(client, 1)[0]
+    r = client.post("/predict/async/", json={"match_id": match_id})
+    assert r.status_code == 202
+    sub = r.json()
+    assert sub["status"] == "submitted" and sub["status_url"] == f"/monitoring/task_status/{sub['task_id']}"
+    deadline = time.monotonic() + 20
+    status = {}
+    while time.monotonic() < deadline:
+        status = client.get(sub["status_url"]).json()
+        if status["status"] == "SUCCESS":
+            break
+        assert status["status"] in ("PENDING", "STARTED")
+        time.sleep(0.1)
+    assert status["status"] == "SUCCESS" and status["error"] is None
+    assert status["result"]["match_id"] == match_id
+    assert metric(client, 'prediction_requests_total{source="async"}') == before + 1
+
+
+def test_async_unknown_match_and_bad_body(client: TestClient) -> None:
+    assert client.post("/predict/async/", json={"match_id": 987654321}).status_code == 404
+    r = client.post("/predict/async/", json={"match_id": "x"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "match_id"]
+
+
+def test_unknown_task_is_404(client: TestClient) -> None:
+    r = client.get("/monitoring/task_status/0b6f5b1e-0000-4000-8000-000000000000")
+    assert r.status_code == 404 and r.json()["type"] == "task_not_found"
+    assert client.get("/monitoring/task_status/bad%20id").status_code == 422
+
+
+def test_model_info(client: TestClient) -> None:
+    info = client.get("/predict/model/info").json()
+    assert (info["name"], info["version"], info["alias"]) == ("matchcast", "1", "champion")
+    assert info["run_id"] and info["created_at"]
+    assert info["training_window"]["start"] < info["training_window"]["end"]
+    assert info["feature_names"] == list(FEATURE_NAMES)
+    assert 0.15 < info["metrics"]["heldout_rps"] < info["metrics"]["heldout_uniform_rps"]
+
+
+def test_health_ready_metrics(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    ready = client.get("/ready")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["missing"] == [] and set(ready.json()["checks"]) == {
+        "broker",
+        "result_backend",
+        "registry",
+        "worker",
+    }
+    text = client.get("/metrics").text
+    for name in ("prediction_requests_total", "prediction_timeouts_total", "http_request_duration_seconds_bucket"):
+        assert name in text
+    assert 'route="/predict/{match_id}"' in text

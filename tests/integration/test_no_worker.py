@@ -1,0 +1,71 @@
+"""Missing parts: no worker gives 504 after the timeout (counted); no broker gives 503 at once."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from matchcast.api.app import create_app
+from tests.conftest import amqp_url, base_settings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def idle_vhost(rabbit_vhost: str) -> Iterator[str]:
+    """A vhost with no worker at all."""
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None or rabbit_vhost == "/":
+        pytest.skip("rabbitmqctl is needed to make a vhost without workers")
+    vhost = f"matchcast-idle-{uuid.uuid4().hex[:8]}"
+    subprocess.run([ctl, "add_vhost", vhost], check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [ctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True, capture_output=True, timeout=60
+    )
+    yield vhost
+    subprocess.run([ctl, "delete_vhost", vhost], capture_output=True, timeout=60, check=False)
+
+
+def test_504_with_no_worker(trained_home: Path, idle_vhost: str, redis_db: int) -> None:
+    settings = base_settings(
+        trained_home,
+        broker_url=amqp_url(idle_vhost),
+        result_backend=f"redis://127.0.0.1:6379/{redis_db}",
+        sync_timeout_s=1.0,
+    )
+    with TestClient(create_app(settings)) as client:
+        match_id = client.get("/predict/matches/", params={"limit": 1}).json()["items"][0]["match_id"]
+        started = time.monotonic()
+        r = client.get(f"/predict/{match_id}")
+        elapsed = time.monotonic() - started
+        assert r.status_code == 504, r.text
+        assert r.json()["type"] == "prediction_timeout" and "1 s" in r.json()["detail"]
+        assert 1.0 <= elapsed < 5.0
+        assert "prediction_timeouts_total 1.0" in client.get("/metrics").text
+        ready = client.get("/ready")
+        assert ready.status_code == 503 and ready.json()["missing"] == ["worker"]
+        # Async work is still accepted: it waits in the queue for a worker.
+        assert client.post("/predict/async/", json={"match_id": match_id}).status_code == 202
+
+
+def test_503_when_the_broker_refuses(trained_home: Path, redis_db: int) -> None:
+    settings = base_settings(
+        trained_home,
+        broker_url=amqp_url(f"matchcast-missing-{uuid.uuid4().hex[:6]}"),
+        result_backend=f"redis://127.0.0.1:6379/{redis_db}",
+        sync_timeout_s=5.0,
+    )
+    with TestClient(create_app(settings)) as client:
+        match_id = client.get("/predict/matches/", params={"limit": 1}).json()["items"][0]["match_id"]
+        r = client.get(f"/predict/{match_id}")
+        assert r.status_code == 503, r.text
+        assert r.json()["missing"] == ["broker"] and r.headers["retry-after"]
+        ready = client.get("/ready")
+        assert ready.status_code == 503 and "broker" in ready.json()["missing"]
