@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install up test lint unit integration clean
+.PHONY: install up test lint unit integration bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ lint: install
 
 unit: install
 	$(BIN)/pytest tests/unit
+
+## Throughput and latency of the serving paths, side by side (BENCHMARKS.md; needs RabbitMQ and Redis on
+## localhost). `make bench BENCH_ARGS=--quick` for a short run.
+bench: install
+	$(BIN)/python benchmarks/bench_serving.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -14,6 +14,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from matchcast.config import Settings
 
@@ -123,15 +124,30 @@ def base_settings(home: Path, **overrides: object) -> Settings:
         "database_url": f"sqlite:///{home / 'matchcast.db'}",
         "mlflow_tracking_uri": f"sqlite:///{home / 'mlflow.db'}",
         "worker_metrics_port": 0,
+        "rate_limit_per_s": 0,  # functional tests are not throttled; tests/integration/test_auth.py tests limits
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def api_key(settings: Settings, role: str = "admin") -> str:
+    """A new API key of ``role`` in the store these settings name (its token)."""
+    from matchcast.service.auth import key_service_for
+
+    return key_service_for(settings).create(role, name=f"tests ({role})")[1]
+
+
+def key_headers(settings: Settings, role: str = "admin") -> dict[str, str]:
+    """Headers that authenticate a test client: ``TestClient(app, headers=key_headers(settings))``."""
+    return {"X-API-Key": api_key(settings, role)}
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that gives a child process these settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MATCHCAST_")}
     for name, value in settings.model_dump(exclude={"embedded"}).items():
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
         if value is not None:
             env[f"MATCHCAST_{name.upper()}"] = str(value)
     return env

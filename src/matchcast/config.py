@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
+from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, computed_field
+from pydantic import Field, SecretStr, computed_field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ML_QUEUE = "ml"
 PREDICT_TASK = "predict_match"
 REGISTERED_MODEL_NAME = "matchcast"
 CHAMPION_ALIAS = "champion"
+CHALLENGER_ALIAS = "challenger"
 
 
 class Settings(BaseSettings):
@@ -36,14 +41,44 @@ class Settings(BaseSettings):
     task_ttl_s: int = Field(default=24 * 3600, ge=60)
     readiness_timeout_s: float = Field(default=2.0, gt=0)
 
+    task_max_retries: int = Field(default=3, ge=0, le=20, description="Retries of a transient failure")
+    task_retry_backoff_max_s: int = Field(default=30, ge=1, le=600)
+    task_time_limit_s: int = Field(default=60, ge=2, le=3600)
+    delivery_limit: int = Field(default=5, ge=1, le=100, description="RabbitMQ redeliveries before dead-lettering")
+    visibility_timeout_s: int = Field(default=300, ge=10, description="Redis broker: redelivery of unacked tasks")
+    max_backlog: int = Field(default=20000, ge=1, description="Async submissions get 429 past this ml depth")
+    backlog_sample_s: float = Field(default=0.5, gt=0)
+    dead_letter_retention_days: int = Field(default=30, ge=1)
+
     worker_concurrency: int = Field(default=2, ge=1, le=64)
+    worker_prefetch: int = Field(default=4, ge=1, le=1000)
+    model_refresh_s: float = Field(default=10.0, ge=0.5, description="How often workers look for a new champion")
     worker_metrics_port: int = Field(default=9808, ge=0, le=65535)
     worker_heartbeat_s: float = Field(default=5.0, gt=0)
     prometheus_multiproc_dir: Path | None = None
 
+    ui_host: str = "127.0.0.1"
+    ui_port: int = Field(default=8501, ge=0, le=65535, description="Streamlit UI port; 0: `matchcast up` starts no UI")
+    ui_api_url: str | None = Field(default=None, description="API the UI talks to; this machine's API by default")
+    ui_api_key: SecretStr | None = Field(default=None, description="Sent by the UI as X-API-Key when set")
+
     embedded_redis_port: int = Field(default=6390, ge=1, le=65535)
     demo_as_of: date | None = date(2026, 4, 1)
     log_level: str = "INFO"
+
+    # Security (README "Security"): API keys, probe exposure, rate limits, callback URL policy.
+    auth: Literal["required", "off"] = Field(default="required", description="`off`: no API keys, loopback only")
+    probes_auth: Literal["open", "predict", "admin"] = Field(
+        default="open", description="Who may call /health, /ready and /metrics: anyone, or keys of this role"
+    )
+    api_key_cache_s: float = Field(default=10.0, ge=0, le=3600, description="How long a verified key is trusted")
+    rate_limit_per_s: float = Field(default=20.0, ge=0, description="Requests per second per key; 0: no limit")
+    rate_limit_burst: int = Field(default=40, ge=1, description="Token bucket size per key")
+    callback_allowed_hosts: str = Field(default="", description="Comma list of callback hosts allowed as they are")
+    callback_allow_private: bool = Field(default=False, description="Allow private and loopback callback addresses")
+    callback_secret: SecretStr | None = Field(default=None, description="HMAC-SHA256 key signing callback bodies")
+    callback_max_attempts: int = Field(default=5, ge=1, le=20)
+    callback_timeout_s: float = Field(default=5.0, gt=0, le=60)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -71,6 +106,13 @@ class Settings(BaseSettings):
         """MLflow model registry; the tracking store unless told otherwise."""
         return self.mlflow_registry_uri or self.resolved_tracking_uri()
 
+    def resolved_ui_api_url(self) -> str:
+        """The API URL the UI calls: ``MATCHCAST_UI_API_URL``, else this machine's API."""
+        if self.ui_api_url:
+            return self.ui_api_url.rstrip("/")
+        host = "127.0.0.1" if self.api_host in ("", "0.0.0.0", "::") else self.api_host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.api_port}"
+
     def artifact_location(self) -> str:
         """Where a new experiment keeps its artifacts when the tracking store is local."""
         return (self.home / "mlartifacts").as_uri()
@@ -80,3 +122,68 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process's settings, read once from the environment."""
     return Settings()
+
+
+# Redaction: what is shown of a URL, an exception text or a log line, never a password, token or API key.
+MASK = "***"
+_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://\S+")
+_QUERY_SECRET = re.compile(
+    r"(?i)([?&;](?:password|passwd|pwd|secret|token|access_token|api_key|apikey|key|sig|signature)=)[^&;#\s]*"
+)
+_API_KEY = re.compile(r"\b(mc_[0-9a-f]{12}_)[A-Za-z0-9_-]+")
+
+
+def redact_url(url: str) -> str:
+    """A URL safe to print or log: its password and secret query values masked (``amqp://user:***@host//``)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return MASK
+    shown = url
+    if "@" in parts.netloc:
+        userinfo, host = parts.netloc.rsplit("@", 1)
+        user, has_password, _ = userinfo.partition(":")
+        if has_password:
+            shown = shown.replace(parts.netloc, f"{user}:{MASK}@{host}", 1)
+    if parts.query:
+        shown = shown.replace(parts.query, _QUERY_SECRET.sub(lambda m: m.group(1) + MASK, "?" + parts.query)[1:], 1)
+    return shown
+
+
+def secrets_of(settings: Settings) -> tuple[str, ...]:
+    """Every secret these settings hold (URL passwords, SecretStr settings), as they may appear in any text."""
+    found: set[str] = set()
+    urls = (settings.database_url, settings.broker_url, settings.result_backend)
+    for url in (*urls, settings.mlflow_tracking_uri, settings.mlflow_registry_uri):
+        try:
+            password = urlsplit(url).password if url else None
+        except ValueError:
+            continue
+        if password:
+            found |= {password, unquote(password)}
+    for name in type(settings).model_fields:  # every SecretStr setting (UI key, callback secret, ...)
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr) and value.get_secret_value():
+            found.add(value.get_secret_value())
+    return tuple(sorted((s for s in found if len(s) >= 3), key=len, reverse=True))
+
+
+def redact_text(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """``text`` with URL passwords, API keys and each of ``secrets`` masked."""
+    text = _URL.sub(lambda m: redact_url(m.group(0)), text)
+    text = _API_KEY.sub(lambda m: m.group(1) + MASK, text)
+    for secret in secrets:
+        text = text.replace(secret, MASK)
+    return text
+
+
+class RedactingFormatter(logging.Formatter):
+    """A log formatter that masks secrets in the whole formatted record, traceback included."""
+
+    def __init__(self, fmt: str | None = None, secrets: tuple[str, ...] = ()) -> None:
+        super().__init__(fmt)
+        self.secrets = secrets
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as the base formatter writes it, redacted."""
+        return redact_text(super().format(record), self.secrets)

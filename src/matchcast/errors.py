@@ -6,9 +6,13 @@ MatchcastError
 │   ├── TaskNotFound
 │   └── ModelNotFound
 ├── InvalidInput
-│   └── IngestError          (file, line, column)
+│   ├── IngestError          (file, line, column)
+│   └── CallbackUrlRefused
 ├── PredictionTimeout
-└── ServiceUnavailable       (what is missing)
+├── ServiceUnavailable       (what is missing)
+├── Unauthorized             (401: no valid API key)
+├── Forbidden                (403: the key's role does not allow it)
+└── RateLimited              (429: retry_after_s)
 """
 
 from __future__ import annotations
@@ -91,6 +95,28 @@ class PredictionFailed(MatchcastError):
     type = "prediction_failed"
 
 
+class DeadLettered(MatchcastError):
+    """A task was given up on and dead-lettered."""
+
+    type = "dead_lettered"
+
+
+class Overloaded(MatchcastError):
+    """Too much work is waiting; the caller should come back later."""
+
+    type = "overloaded"
+
+    def __init__(self, detail: str, retry_after_s: int = 5) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
+class Conflict(MatchcastError):
+    """The request conflicts with the current state of a resource."""
+
+    type = "conflict"
+
+
 class ServiceUnavailable(MatchcastError):
     """A service matchcast depends on cannot be reached."""
 
@@ -99,3 +125,31 @@ class ServiceUnavailable(MatchcastError):
     def __init__(self, detail: str, missing: list[str] | None = None) -> None:
         super().__init__(detail)
         self.missing = missing or []
+
+
+class Unauthorized(MatchcastError):
+    """No valid API key came with the request (missing, malformed, unknown or revoked)."""
+
+    type = "unauthorized"
+
+
+class Forbidden(MatchcastError):
+    """A valid API key whose role does not allow the request."""
+
+    type = "forbidden"
+
+
+class RateLimited(MatchcastError):
+    """An API key sent more requests than its rate limit allows."""
+
+    type = "rate_limited"
+
+    def __init__(self, detail: str, retry_after_s: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
+class CallbackUrlRefused(InvalidInput):
+    """A callback URL matchcast will not call (scheme, or an address it must not reach)."""
+
+    type = "callback_url_refused"

@@ -28,3 +28,14 @@ TASK_DURATION = Histogram(
     "prediction_task_duration_seconds", "Execution time of predict_match in a worker", buckets=LATENCY_BUCKETS
 )
 QUEUE_DEPTH = Gauge("queue_depth", "Messages waiting in the ml queue (sampled by the API)", multiprocess_mode="liveall")
+READINESS = Gauge(
+    "readiness_ok",
+    "1 when a readiness check passed at the last GET /ready, else 0",
+    ["check"],
+    multiprocess_mode="liveall",
+)
+DEAD_LETTERS_RECORDED = Counter("dead_letters_recorded", "Dead letters stored by workers", ["reason"])
+DEAD_LETTERS = Gauge("dead_letters", "Dead letters not replayed (sampled by the API)", multiprocess_mode="liveall")
+TASK_QUEUE_WAIT = Histogram(
+    "prediction_task_queue_seconds", "Time from submission to start of execution in a worker", buckets=LATENCY_BUCKETS
+)

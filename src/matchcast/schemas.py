@@ -5,9 +5,21 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 TeamName = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+def _json_integer(value: Any) -> Any:
+    """JSON Schema's integer: 7 and 7.0, but not true, "7" or 7.5."""
+    if isinstance(value, bool | str | bytes):
+        raise ValueError("must be a JSON integer")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_integer)]
 
 
 class _Strict(BaseModel):
@@ -17,22 +29,64 @@ class _Strict(BaseModel):
 class InlineFeatures(_Strict):
     """The model's features for one match; each field bounded. Field order is the model's column order."""
 
+    # Strict: numbers only (JSON true/false or "1.5" are refused, not read as 1.0 or 1.5).
+    model_config = ConfigDict(extra="forbid", strict=True)
+
     elo_home: float = Field(ge=800, le=2400, description="Home team's Elo rating before the match")
     elo_away: float = Field(ge=800, le=2400, description="Away team's Elo rating before the match")
+    elo_fast_home: float = Field(ge=800, le=2400, description="Home team's fast-moving Elo rating (larger K)")
+    elo_fast_away: float = Field(ge=800, le=2400, description="Away team's fast-moving Elo rating (larger K)")
+    pi_home_h: float = Field(ge=-5, le=5, description="Home team's pi-rating at home (goal-difference units)")
+    pi_home_a: float = Field(ge=-5, le=5, description="Home team's pi-rating away (goal-difference units)")
+    pi_away_h: float = Field(ge=-5, le=5, description="Away team's pi-rating at home (goal-difference units)")
+    pi_away_a: float = Field(ge=-5, le=5, description="Away team's pi-rating away (goal-difference units)")
+    xg_home: float = Field(ge=0, le=10, description="Home goals expected by time-decayed Poisson ratings")
+    xg_away: float = Field(ge=0, le=10, description="Away goals expected by time-decayed Poisson ratings")
+    xg_logp_home: float = Field(ge=-25, le=0, description="Log probability of a home win from xg_home, xg_away")
+    xg_logp_draw: float = Field(ge=-25, le=0, description="Log probability of a draw from xg_home, xg_away")
+    xg_logp_away: float = Field(ge=-25, le=0, description="Log probability of an away win from xg_home, xg_away")
+    xsot_home: float = Field(ge=0, le=30, description="Home shots on target expected by Poisson ratings")
+    xsot_away: float = Field(ge=0, le=30, description="Away shots on target expected by Poisson ratings")
+    xsot_logp_home: float = Field(ge=-25, le=0, description="Log probability of a home win from shots on target")
+    xsot_logp_draw: float = Field(ge=-25, le=0, description="Log probability of a draw from shots on target")
+    xsot_logp_away: float = Field(ge=-25, le=0, description="Log probability of an away win from shots on target")
+    xmix_home: float = Field(ge=0, le=10, description="Home goals expected from ratings on goals and shots on target")
+    xmix_away: float = Field(ge=0, le=10, description="Away goals expected from ratings on goals and shots on target")
+    xmix_logp_home: float = Field(ge=-25, le=0, description="Log probability of a home win from xmix_home, xmix_away")
+    xmix_logp_draw: float = Field(ge=-25, le=0, description="Log probability of a draw from xmix_home, xmix_away")
+    xmix_logp_away: float = Field(ge=-25, le=0, description="Log probability of an away win from xmix_home, xmix_away")
     form_points_home: float = Field(ge=0, le=3, description="Home team's weighted recent points per match")
     form_points_away: float = Field(ge=0, le=3, description="Away team's weighted recent points per match")
     goals_for_home: float = Field(ge=0, le=10, description="Home team's weighted recent goals scored")
     goals_against_home: float = Field(ge=0, le=10, description="Home team's weighted recent goals conceded")
     goals_for_away: float = Field(ge=0, le=10, description="Away team's weighted recent goals scored")
     goals_against_away: float = Field(ge=0, le=10, description="Away team's weighted recent goals conceded")
+    shots_for_home: float = Field(ge=0, le=60, description="Home team's weighted shots")
+    shots_against_home: float = Field(ge=0, le=60, description="Home team's weighted shots conceded")
+    shots_for_away: float = Field(ge=0, le=60, description="Away team's weighted shots")
+    shots_against_away: float = Field(ge=0, le=60, description="Away team's weighted shots conceded")
     sot_for_home: float = Field(ge=0, le=30, description="Home team's weighted shots on target")
     sot_against_home: float = Field(ge=0, le=30, description="Home team's weighted shots on target conceded")
     sot_for_away: float = Field(ge=0, le=30, description="Away team's weighted shots on target")
     sot_against_away: float = Field(ge=0, le=30, description="Away team's weighted shots on target conceded")
+    venue_points_home: float = Field(ge=0, le=3, description="Home team's weighted points per home match")
+    venue_points_away: float = Field(ge=0, le=3, description="Away team's weighted points per away match")
+    venue_goals_for_home: float = Field(ge=0, le=10, description="Home team's weighted goals scored at home")
+    venue_goals_against_home: float = Field(ge=0, le=10, description="Home team's weighted goals conceded at home")
+    venue_goals_for_away: float = Field(ge=0, le=10, description="Away team's weighted goals scored away")
+    venue_goals_against_away: float = Field(ge=0, le=10, description="Away team's weighted goals conceded away")
+    venue_sot_for_home: float = Field(ge=0, le=30, description="Home team's weighted shots on target at home")
+    venue_sot_against_home: float = Field(ge=0, le=30, description="Home team's shots on target conceded at home")
+    venue_sot_for_away: float = Field(ge=0, le=30, description="Away team's weighted shots on target away")
+    venue_sot_against_away: float = Field(ge=0, le=30, description="Away team's shots on target conceded away")
     rest_days_home: float = Field(ge=0, le=30, description="Days since the home team's last match (capped)")
     rest_days_away: float = Field(ge=0, le=30, description="Days since the away team's last match (capped)")
+    promoted_home: float = Field(ge=0, le=1, description="1 if the home team was promoted into the league this season")
+    promoted_away: float = Field(ge=0, le=1, description="1 if the away team was promoted into the league this season")
     league_home_adv: float = Field(ge=-2, le=2, description="League's recent mean goal difference at home")
     league_draw_rate: float = Field(ge=0, le=1, description="League's recent share of draws")
+    league_goals: float = Field(ge=0, le=10, description="League's recent mean goals per match")
+    no_crowd: float = Field(ge=0, le=1, description="1 if the match is played behind closed doors (2020-21)")
 
 
 FEATURE_NAMES: tuple[str, ...] = tuple(InlineFeatures.model_fields)
@@ -48,9 +102,41 @@ class InlinePredictionRequest(_Strict):
 
 
 class AsyncPredictionRequest(_Strict):
-    """``POST /predict/async/``."""
+    """``POST /predict/async/``; ``callback_url`` gets the final status, signed (see README)."""
 
-    match_id: int = Field(ge=1, le=2**31 - 1)
+    match_id: JsonInt = Field(ge=1, le=2**31 - 1)
+    callback_url: str | None = Field(default=None, min_length=8, max_length=2048)
+
+
+class BatchPredictionRequest(_Strict):
+    """``POST /predict/async/batch``: up to 1,000 stored matches at once (duplicates are predicted once)."""
+
+    match_ids: list[Annotated[int, Field(ge=1, le=2**31 - 1), BeforeValidator(_json_integer)]] = Field(
+        min_length=1, max_length=1000
+    )
+
+    @model_validator(mode="after")
+    def _ids_in_range(self) -> BatchPredictionRequest:
+        bad = [i for i in self.match_ids if not 1 <= i <= 2**31 - 1]
+        if bad:
+            raise ValueError(f"match ids out of range: {bad[:5]}")
+        return self
+
+
+class BatchTask(BaseModel):
+    """One match of a batch and where to find its prediction."""
+
+    match_id: int
+    task_id: str
+    status_url: str
+
+
+class BatchSubmitted(BaseModel):
+    """Answer of ``POST /predict/async/batch``."""
+
+    status: Literal["submitted"] = "submitted"
+    count: int
+    tasks: list[BatchTask]
 
 
 class Probabilities(BaseModel):
@@ -90,16 +176,33 @@ class AsyncSubmitted(BaseModel):
     status_url: str
 
 
-TaskState = Literal["PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED"]
+TaskState = Literal["PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED", "DEAD_LETTERED"]
+
+
+class CallbackAttempt(BaseModel):
+    """One delivery attempt of a completion callback."""
+
+    at: dt.datetime
+    status_code: int | None = None
+    error: str | None = None
+
+
+class CallbackStatus(BaseModel):
+    """A task's completion callback: where it goes and how delivery went."""
+
+    url: str
+    delivered: bool = False
+    attempts: list[CallbackAttempt] = Field(default_factory=list)
 
 
 class TaskStatus(BaseModel):
-    """Answer of ``GET /monitoring/task_status/{task_id}``; Celery's state names."""
+    """Answer of ``GET /monitoring/task_status/{task_id}``; Celery's state names (plus ``DEAD_LETTERED``)."""
 
     task_id: str
     status: TaskState
     result: Prediction | None = None
     error: str | None = None
+    callback: CallbackStatus | None = None
 
 
 class MatchOut(BaseModel):
@@ -144,6 +247,30 @@ class ErrorBody(BaseModel):
 
     type: str
     detail: Any
+
+
+class DeadLetterOut(BaseModel):
+    """A task given up on: its original arguments, why, and how often it was tried."""
+
+    id: int
+    task_id: str
+    task_name: str
+    args: Any
+    reason: str
+    error: str
+    attempts: int
+    created_at: dt.datetime
+    replayed_at: dt.datetime | None = None
+    replay_task_id: str | None = None
+
+
+class DeadLetterPage(BaseModel):
+    """A page of dead letters, newest first."""
+
+    total: int
+    limit: int
+    offset: int
+    items: list[DeadLetterOut]
 
 
 class Readiness(BaseModel):

@@ -11,14 +11,14 @@ from fastapi.testclient import TestClient
 from matchcast.api.app import create_app
 from matchcast.config import Settings
 from matchcast.schemas import FEATURE_NAMES, InlineFeatures
-from tests.conftest import WorkerProcess
+from tests.conftest import WorkerProcess, key_headers
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def client(stack_settings: Settings, worker: WorkerProcess) -> Iterator[TestClient]:
-    with TestClient(create_app(stack_settings)) as c:
+    with TestClient(create_app(stack_settings), headers=key_headers(stack_settings)) as c:
         yield c
 
 

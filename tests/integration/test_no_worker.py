@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from matchcast.api.app import create_app
-from tests.conftest import amqp_url, base_settings
+from tests.conftest import amqp_url, base_settings, key_headers
 
 pytestmark = pytest.mark.integration
 
@@ -33,6 +33,13 @@ def idle_vhost(rabbit_vhost: str) -> Iterator[str]:
     subprocess.run([ctl, "delete_vhost", vhost], capture_output=True, timeout=60, check=False)
 
 
+def timeouts(client: TestClient) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("prediction_timeouts_total "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def test_504_with_no_worker(trained_home: Path, idle_vhost: str, redis_db: int) -> None:
     settings = base_settings(
         trained_home,
@@ -40,15 +47,16 @@ def test_504_with_no_worker(trained_home: Path, idle_vhost: str, redis_db: int) 
         result_backend=f"redis://127.0.0.1:6379/{redis_db}",
         sync_timeout_s=1.0,
     )
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=key_headers(settings)) as client:
         match_id = client.get("/predict/matches/", params={"limit": 1}).json()["items"][0]["match_id"]
+        before = timeouts(client)  # the counter is per process: other tests may have counted some already
         started = time.monotonic()
         r = client.get(f"/predict/{match_id}")
         elapsed = time.monotonic() - started
         assert r.status_code == 504, r.text
         assert r.json()["type"] == "prediction_timeout" and "1 s" in r.json()["detail"]
         assert 1.0 <= elapsed < 5.0
-        assert "prediction_timeouts_total 1.0" in client.get("/metrics").text
+        assert timeouts(client) == before + 1
         ready = client.get("/ready")
         assert ready.status_code == 503 and ready.json()["missing"] == ["worker"]
         # Async work is still accepted: it waits in the queue for a worker.
@@ -62,7 +70,7 @@ def test_503_when_the_broker_refuses(trained_home: Path, redis_db: int) -> None:
         result_backend=f"redis://127.0.0.1:6379/{redis_db}",
         sync_timeout_s=5.0,
     )
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=key_headers(settings)) as client:
         match_id = client.get("/predict/matches/", params={"limit": 1}).json()["items"][0]["match_id"]
         r = client.get(f"/predict/{match_id}")
         assert r.status_code == 503, r.text

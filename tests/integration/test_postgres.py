@@ -10,6 +10,7 @@ from sqlalchemy import create_engine, text
 
 from matchcast.config import Settings
 from matchcast.data.ingest import bundled_files
+from matchcast.schemas import FEATURE_NAMES
 from matchcast.service.bootstrap import ingest_files
 from matchcast.service.wiring import store_for
 from tests.conftest import need, reachable
@@ -47,4 +48,4 @@ def test_ingest_and_query_on_postgres(pg_url: str, tmp_path: object) -> None:
     total, rows = store.upcoming(league="ligue-1", limit=5)
     assert total > 0 and [r.date for r in rows] == sorted(r.date for r in rows)
     found = store.get_with_features(rows[0].match_id)
-    assert found is not None and len(found[2]) == 16
+    assert found is not None and len(found[2]) == len(FEATURE_NAMES)

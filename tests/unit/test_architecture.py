@@ -9,7 +9,7 @@ import matchcast
 
 ROOT = Path(matchcast.__file__).parent
 LAYERS = [
-    {"cli"},
+    {"cli", "ui"},
     {"api", "worker"},
     {"service"},
     {"model"},
@@ -51,6 +51,14 @@ def test_api_and_worker_do_not_import_each_other() -> None:
     for side, other in (("api", "worker"), ("worker", "api")):
         for path in (ROOT / side).rglob("*.py"):
             assert not any(i.startswith(f"matchcast.{other}") for i in imports_of(path)), path
+
+
+def test_the_ui_talks_http_only_and_nothing_imports_it() -> None:
+    for path in (ROOT / "ui").rglob("*.py"):
+        assert all(i.startswith("matchcast.ui") for i in imports_of(path)), path
+    for path in ROOT.rglob("*.py"):
+        if (ROOT / "ui") not in path.parents:
+            assert not any(i.startswith("matchcast.ui") for i in imports_of(path)), path
 
 
 def test_the_checker_sees_a_violation() -> None:

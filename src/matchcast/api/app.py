@@ -10,11 +10,13 @@ from fastapi import FastAPI
 
 from matchcast import __version__
 from matchcast.api import errors
+from matchcast.api.auth import AUTH, AUTH_RESPONSES, document_auth, limiter_for
 from matchcast.api.deps import Parts
 from matchcast.api.dispatch import Dispatcher
 from matchcast.api.middleware import BodyLimit, RequestMetrics
 from matchcast.api.routes import monitoring, predict
-from matchcast.config import Settings, get_settings
+from matchcast.config import Settings, get_settings, redact_url
+from matchcast.service.auth import key_service_for
 from matchcast.service.catalog import ModelCatalog
 from matchcast.service.wiring import registry_for, store_for
 
@@ -33,9 +35,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings=settings,
             store=store_for(settings),
             dispatcher=dispatcher,
-            catalog=ModelCatalog(registry_for(settings), settings.model_alias),
+            catalog=ModelCatalog(registry_for(settings), settings.model_alias, ttl_s=settings.model_refresh_s),
+            keys=key_service_for(settings),
+            limiter=limiter_for(settings),
         )
-        log.info("api_started broker=%s", (settings.embedded and "embedded") or "configured")
+        log.info("api_started broker=%s auth=%s", redact_url(settings.resolved_broker_url()), settings.auth)
         try:
             yield
         finally:
@@ -48,8 +52,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Football match outcome probabilities, synchronous and asynchronous.",
     )
     errors.install(app)
-    app.include_router(predict.router)
-    app.include_router(monitoring.router)
+    # Every router gets the API key check (api/auth.py: the role comes from the route; unknown routes need admin).
+    app.include_router(predict.router, dependencies=[AUTH], responses=AUTH_RESPONSES)
+    app.include_router(monitoring.router, dependencies=[AUTH], responses=AUTH_RESPONSES)
+    document_auth(app, settings)
     app.add_middleware(RequestMetrics)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app

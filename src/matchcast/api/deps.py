@@ -10,7 +10,10 @@ from fastapi import Depends, Request
 from matchcast.api.dispatch import Dispatcher
 from matchcast.config import Settings
 from matchcast.data.store import MatchStore
+from matchcast.service.auth import ApiKeyService
 from matchcast.service.catalog import ModelCatalog
+from matchcast.service.match_index import KnownMatches
+from matchcast.service.ratelimit import TokenBuckets
 
 
 @dataclass
@@ -21,6 +24,16 @@ class Parts:
     store: MatchStore
     dispatcher: Dispatcher
     catalog: ModelCatalog
+    keys: ApiKeyService | None = None  # API keys (api/auth.py); built from settings when left out
+    limiter: TokenBuckets | None = None  # per-key rate limits
+    matches: KnownMatches | None = None  # stored match ids, from memory
+
+
+def _matches(request: Request) -> KnownMatches:
+    parts = _parts(request)
+    if parts.matches is None:
+        parts.matches = KnownMatches(parts.store)
+    return parts.matches
 
 
 def _parts(request: Request) -> Parts:
@@ -48,3 +61,4 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 StoreDep = Annotated[MatchStore, Depends(_store)]
 DispatcherDep = Annotated[Dispatcher, Depends(_dispatcher)]
 CatalogDep = Annotated[ModelCatalog, Depends(_catalog)]
+MatchesDep = Annotated[KnownMatches, Depends(_matches)]

@@ -9,19 +9,31 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from matchcast.errors import (
+    Conflict,
+    DeadLettered,
     FeaturesNotReady,
+    Forbidden,
     InvalidInput,
     MatchcastError,
     NotFound,
+    Overloaded,
     PredictionFailed,
     PredictionTimeout,
+    RateLimited,
     ServiceUnavailable,
+    Unauthorized,
 )
 
 STATUS: list[tuple[type[MatchcastError], int]] = [
+    (Unauthorized, 401),
+    (Forbidden, 403),
+    (RateLimited, 429),
     (NotFound, 404),
     (InvalidInput, 422),
     (FeaturesNotReady, 409),
+    (Conflict, 409),
+    (Overloaded, 429),
+    (DeadLettered, 500),
     (PredictionTimeout, 504),
     (ServiceUnavailable, 503),
     (PredictionFailed, 500),
@@ -39,6 +51,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(MatchcastError)
     async def _domain(_: Request, exc: MatchcastError) -> JSONResponse:
         headers = {"Retry-After": "1"} if isinstance(exc, ServiceUnavailable) else None
+        if isinstance(exc, Overloaded):
+            headers = {"Retry-After": str(exc.retry_after_s)}
+        if isinstance(exc, RateLimited):
+            headers = {"Retry-After": str(exc.retry_after_s)}
+        if isinstance(exc, Unauthorized):
+            headers = {"WWW-Authenticate": 'Bearer realm="matchcast"'}
         body: dict[str, object] = {"type": exc.type, "detail": exc.detail}
         if isinstance(exc, ServiceUnavailable):
             body["missing"] = exc.missing
@@ -51,6 +69,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # a body FastAPI cannot parse (e.g. not UTF-8): invalid input like any other
+            detail = [{"loc": ["body"], "msg": str(exc.detail), "type": "body_unparsable"}]
+            return JSONResponse({"type": "validation_error", "detail": detail}, status_code=422)
         kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(
             {"type": kind, "detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None)

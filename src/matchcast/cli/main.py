@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import shutil
@@ -16,23 +17,30 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from matchcast.config import ML_QUEUE, Settings, get_settings
+from matchcast.cli import dead_letters, keys
+from matchcast.cli.ux import Commands, print_error, progress_bar, settings_error
+from matchcast.config import ML_QUEUE, RedactingFormatter, Settings, get_settings, secrets_of
 from matchcast.errors import MatchcastError
+from matchcast.service.queue import BULK_QUEUE
 
 app = typer.Typer(
+    cls=Commands,
     help="matchcast: football match outcome predictions.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.add_typer(keys.app, name="keys")
+app.add_typer(dead_letters.app, name="dead-letters")
 console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
-    )
+    fmt = "%(asctime)s %(levelname)s %(name)s %(message)s"
+    logging.basicConfig(level=settings.log_level.upper(), format=fmt, stream=sys.stderr)
+    for handler in logging.getLogger().handlers:  # no password, token or API key reaches a log line
+        handler.setFormatter(RedactingFormatter(fmt, secrets_of(settings)))
     for noisy in ("mlflow", "alembic", "urllib3", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -41,7 +49,7 @@ def _settings() -> Settings:
     try:
         settings = get_settings()
     except Exception as exc:
-        console.print(f"[red]error:[/red] invalid MATCHCAST_* setting: {exc}")
+        print_error(console, settings_error(exc))
         raise typer.Exit(2) from None
     _logging(settings)
     return settings
@@ -57,14 +65,20 @@ def _parse_date(text: str | None) -> date | None:
 
 
 def _fail(exc: MatchcastError) -> typer.Exit:
-    console.print(f"[red]error:[/red] {exc.detail}")
+    print_error(console, exc.detail)
     return typer.Exit(1)
 
 
 @app.command()
 def ingest(
     paths: Annotated[
-        list[Path] | None, typer.Argument(help="CSV files (football-data.co.uk layout); the bundled data when none")
+        list[Path] | None,
+        typer.Argument(
+            help="CSV files (football-data.co.uk layout); the bundled data when none",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
     ] = None,
     league: Annotated[str | None, typer.Option(help="League of files without a Div column")] = None,
     as_of: Annotated[
@@ -75,9 +89,10 @@ def ingest(
     settings = _settings()
     from matchcast.service.bootstrap import ingest_files
 
+    cutoff = _parse_date(as_of)
     try:
-        with console.status("ingesting…"):
-            out = ingest_files(settings, paths or [], league=league, as_of=_parse_date(as_of))
+        with progress_bar(console) as progress:
+            out = ingest_files(settings, paths or [], league=league, as_of=cutoff, progress=progress)
     except MatchcastError as exc:
         raise _fail(exc) from None
     r = out.report
@@ -95,8 +110,8 @@ def train() -> None:
     from matchcast.service.bootstrap import train_model
 
     try:
-        with console.status("training…"):
-            result = train_model(settings)
+        with progress_bar(console, "training") as progress:
+            result = train_model(settings, progress=progress)
     except MatchcastError as exc:
         raise _fail(exc) from None
     table = Table(title=f"{settings.model_name} version {result.version} -> alias {result.alias_set}")
@@ -112,12 +127,37 @@ def train() -> None:
 
 
 @app.command()
+def promote(
+    version: Annotated[str | None, typer.Argument(help="Version to promote; the challenger by default")] = None,
+    force: Annotated[bool, typer.Option(help="Promote without comparing (logged)")] = False,
+) -> None:
+    """Point the serving alias at a candidate if its held-out RPS beats the champion's on the same window."""
+    settings = _settings()
+    from matchcast.service.lifecycle import promote as do_promote
+
+    try:
+        p = do_promote(settings, version, force=force)
+    except MatchcastError as exc:
+        raise _fail(exc) from None
+    rps = f" (RPS {p.candidate_rps:.5f} vs {p.champion_rps:.5f})" if p.candidate_rps and p.champion_rps else ""
+    console.print(
+        f"{settings.model_alias} is now version {p.version}, was {p.previous}{rps}" + (" [forced]" if p.forced else "")
+    )
+
+
+@app.command()
 def api(
     host: Annotated[str | None, typer.Option(help="Bind address (MATCHCAST_API_HOST)")] = None,
     port: Annotated[int | None, typer.Option(help="Port (MATCHCAST_API_PORT)")] = None,
 ) -> None:
     """Run the HTTP API (needs a broker and result backend; see `matchcast up`)."""
     settings = _settings()
+    from matchcast.service.auth import refuse_open_bind
+
+    try:
+        refuse_open_bind(settings, host or settings.api_host)
+    except MatchcastError as exc:
+        raise _fail(exc) from None
     import uvicorn
 
     uvicorn.run(
@@ -126,6 +166,7 @@ def api(
         host=host or settings.api_host,
         port=port if port is not None else settings.api_port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's records go through the root handler and its redacting formatter
         access_log=False,
     )
 
@@ -155,7 +196,7 @@ def worker(
         [
             "worker",
             "-Q",
-            ML_QUEUE,
+            f"{ML_QUEUE},{BULK_QUEUE}",
             "-c",
             str(concurrency or settings.worker_concurrency),
             "-n",
@@ -181,6 +222,136 @@ def up() -> None:
     except MatchcastError as exc:
         raise _fail(exc) from None
     raise typer.Exit(code)
+
+
+@app.command()
+def ui(
+    host: Annotated[str | None, typer.Option(help="Bind address (MATCHCAST_UI_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (MATCHCAST_UI_PORT)", min=1, max=65535)] = None,
+    api_url: Annotated[
+        str | None, typer.Option("--api-url", help="The API the UI calls (MATCHCAST_UI_API_URL)")
+    ] = None,
+) -> None:
+    """Run the Streamlit UI; it talks to the API over HTTP (started by `matchcast up` too)."""
+    settings = _settings()
+    from matchcast.cli.stack import _port_free, ui_command, ui_env
+
+    bind_host, bind_port = host or settings.ui_host, port or settings.ui_port
+    if not bind_port:
+        raise typer.BadParameter("MATCHCAST_UI_PORT is 0 (no UI); give a port", param_hint="--port")
+    if importlib.util.find_spec("streamlit") is None:
+        print_error(console, "Streamlit is not installed: pip install streamlit")
+        raise typer.Exit(1)
+    if not _port_free(bind_host, bind_port):
+        print_error(console, f"UI port {bind_port} on {bind_host} is taken; use --port or MATCHCAST_UI_PORT")
+        raise typer.Exit(1)
+    cmd = ui_command(settings, bind_host, bind_port)
+    sys.stdout.flush()
+    os.execve(sys.executable, cmd, ui_env(settings, api_url))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def flower(
+    ctx: typer.Context,
+    port: Annotated[int, typer.Option(help="Port of Flower's web UI", min=1, max=65535)] = 5555,
+    address: Annotated[str, typer.Option(help="Bind address of Flower's web UI")] = "127.0.0.1",
+) -> None:
+    """Run Flower, Celery's web monitor, on matchcast's broker (needs `pip install flower`).
+
+    More Flower options go after the others, e.g. `matchcast flower --basic-auth=user:password`.
+    """
+    settings = _settings()
+    from matchcast.cli.stack import _port_free, child_env
+
+    if importlib.util.find_spec("flower") is None:
+        print_error(console, "Flower is not installed: pip install flower")
+        raise typer.Exit(1)
+    if not _port_free(address, port):
+        print_error(console, f"port {port} on {address} is taken; use --port")
+        raise typer.Exit(1)
+    cmd = [sys.executable, "-m", "celery", "-A", "matchcast.worker.app:app", "flower"]
+    cmd += [f"--address={address}", f"--port={port}", *ctx.args]
+    sys.stdout.flush()
+    os.execve(sys.executable, cmd, child_env(settings))
+
+
+_METRIC_TITLES = {"rps": "RPS (primary)", "log_loss": "log loss", "brier": "Brier", "accuracy": "accuracy"}
+
+
+def _score_table(summary: Any, metric: str, by_season: bool) -> Table:
+    from matchcast.model.evaluate import ALL, MODEL_LABELS, MODELS
+
+    lower_is_better = metric != "accuracy"
+    table = Table(title=f"{_METRIC_TITLES[metric]}, walk-forward", title_justify="left")
+    table.add_column("league")
+    table.add_column("season")
+    table.add_column("n", justify="right")
+    for model in MODELS:
+        table.add_column(MODEL_LABELS[model], justify="right")
+    if metric == "rps":
+        table.add_column("matchcast - DC (SE)", justify="right")
+    rows = summary if by_season else summary[summary["season"] == ALL]
+    for _, row in rows.iterrows():
+        values = [float(row[f"{m}_{metric}"]) for m in MODELS]
+        best = min(values) if lower_is_better else max(values)
+        cells = [f"[bold]{v:.4f}[/bold]" if v == best else f"{v:.4f}" for v in values]
+        extra = []
+        if metric == "rps":
+            extra = [f"{row['rps_diff_vs_dc']:+.4f} ({row['rps_diff_vs_dc_se']:.4f})"]
+        pooled = row["league"] == ALL and row["season"] == ALL
+        table.add_row(str(row["league"]), str(row["season"]), f"{int(row['n'])}", *cells, *extra, end_section=pooled)
+    return table
+
+
+@app.command()
+def evaluate(
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: MATCHCAST_HOME/evaluation)", file_okay=False)
+    ] = None,
+    league: Annotated[
+        list[str] | None, typer.Option("--league", help="Evaluate this league only (repeatable); all by default")
+    ] = None,
+    start: Annotated[
+        str, typer.Option("--from", help="First season (2020/21) or first date (YYYY-MM-DD), inclusive")
+    ] = "2020/21",
+    end: Annotated[str, typer.Option("--to", help="Last season (2024/25) or last date (YYYY-MM-DD), inclusive")] = (
+        "2024/25"
+    ),
+    by_season: Annotated[bool, typer.Option("--by-season", help="Print a row per league and season")] = False,
+    mlflow: Annotated[bool, typer.Option("--mlflow/--no-mlflow", help="Log the run to MLflow")] = True,
+) -> None:
+    """Walk-forward backtest of matchcast against Dixon-Coles, league frequencies and uniform forecasts."""
+    settings = _settings()
+    from matchcast.model.evaluate import METRICS
+    from matchcast.service.evaluation import run_evaluation
+
+    try:
+        with progress_bar(console) as progress:
+            result = run_evaluation(
+                settings,
+                out=out,
+                leagues=league or (),
+                start=start,
+                end=end,
+                log_to_mlflow=mlflow,
+                progress=progress,
+            )
+    except MatchcastError as exc:
+        raise _fail(exc) from None
+    ev = result.evaluation
+    stdout = Console() if sys.stdout.isatty() else Console(width=120)  # files and pipes get the whole table
+    for metric in METRICS:
+        stdout.print(_score_table(ev.summary, metric, by_season and metric == "rps"))
+    dc = ev.paired["dc"]
+    stdout.print(
+        f"pooled RPS difference matchcast - Dixon-Coles: {dc['mean']:+.4f} (SE {dc['se']:.4f}, "
+        f"n={int(dc['n'])}; negative favours matchcast)"
+    )
+    console.print(
+        f"{ev.counts['matches']} matches on {ev.counts['days']} days, {ev.counts['model_refits']} model refits, "
+        f"{ev.counts['dc_fits']} Dixon-Coles fits, in {result.seconds:.0f} s; outputs in {result.out}"
+        + (f"; MLflow run {result.run_id}" if result.run_id else "")
+    )
 
 
 def main() -> None:

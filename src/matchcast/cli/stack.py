@@ -14,13 +14,16 @@ import socket
 import subprocess
 import sys
 import time
+from importlib import resources
 from pathlib import Path
 
 import httpx
 from rich.console import Console
 
-from matchcast.config import Settings
+from matchcast.cli.keys import announce_auth
+from matchcast.config import Settings, redact_url
 from matchcast.errors import ServiceUnavailable
+from matchcast.service.auth import refuse_open_bind
 from matchcast.service.bootstrap import prepare
 
 STOP_GRACE_S = 15.0
@@ -99,6 +102,47 @@ def child_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def ui_command(settings: Settings, host: str | None = None, port: int | None = None) -> list[str]:
+    """``streamlit run`` of the UI's ``app.py`` on ``host:port`` (the settings' by default), headless."""
+    app_path = resources.files("matchcast") / "ui" / "app.py"
+    return [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app_path),
+        "--server.address",
+        host or settings.ui_host,
+        "--server.port",
+        str(port if port is not None else settings.ui_port),
+        "--server.headless",
+        "true",
+        "--server.fileWatcherType",
+        "none",
+        "--server.runOnSave",
+        "false",
+        "--browser.gatherUsageStats",
+        "false",
+        "--global.developmentMode",
+        "false",
+        "--client.toolbarMode",
+        "viewer",
+        "--logger.level",
+        settings.log_level.lower(),
+    ]
+
+
+def ui_env(settings: Settings, api_url: str | None = None) -> dict[str, str]:
+    """The UI's environment: the API's URL and key, and the home folder where it keeps its records."""
+    env = dict(os.environ)
+    env.update(
+        {"MATCHCAST_HOME": str(settings.home), "MATCHCAST_UI_API_URL": api_url or settings.resolved_ui_api_url()}
+    )
+    if settings.ui_api_key is not None:
+        env["MATCHCAST_UI_API_KEY"] = settings.ui_api_key.get_secret_value()
+    return env
+
+
 def _stop(procs: list[tuple[str, subprocess.Popen[bytes]]], console: Console) -> None:
     for name, p in reversed(procs):
         if p.poll() is None:
@@ -113,8 +157,11 @@ def _stop(procs: list[tuple[str, subprocess.Popen[bytes]]], console: Console) ->
 
 def run_stack(settings: Settings, console: Console) -> int:
     """Start everything, print the URLs, wait for Ctrl-C or SIGTERM, stop everything. Returns an exit code."""
+    refuse_open_bind(settings, settings.api_host)
     if not _port_free(settings.api_host, settings.api_port):
         raise ServiceUnavailable(f"API port {settings.api_port} is taken; set MATCHCAST_API_PORT", ["api"])
+    if settings.ui_port and not _port_free(settings.ui_host, settings.ui_port):
+        raise ServiceUnavailable(f"UI port {settings.ui_port} is taken; set MATCHCAST_UI_PORT (0 starts no UI)", ["ui"])
     settings.home.mkdir(parents=True, exist_ok=True)
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
     stopping = False
@@ -130,6 +177,13 @@ def run_stack(settings: Settings, console: Console) -> int:
             console.print(
                 f"embedded Redis on 127.0.0.1:{settings.embedded_redis_port} (data in {settings.home / 'redis'})"
             )
+        else:  # URLs are shown with their passwords masked
+            console.print(
+                f"broker {redact_url(settings.resolved_broker_url())}, "
+                f"results {redact_url(settings.resolved_result_backend())}",
+                soft_wrap=True,
+                markup=False,
+            )
         with console.status("preparing data and model (first run: ingest + train)…"):
             ingested, trained = prepare(settings)
         if ingested:
@@ -141,15 +195,28 @@ def run_stack(settings: Settings, console: Console) -> int:
             console.print(
                 f"trained model version {trained.version} (held-out RPS {trained.metrics['heldout_rps']:.4f})"
             )
+        admin_token = announce_auth(settings, console)
         env = child_env(settings)
         py = [sys.executable, "-m", "matchcast"]
         procs.append(("worker", subprocess.Popen([*py, "worker"], env=env, start_new_session=True)))
         procs.append(("api", subprocess.Popen([*py, "api"], env=env, start_new_session=True)))
+        ui_base = f"http://{settings.ui_host}:{settings.ui_port}"
+        if settings.ui_port:
+            # The UI calls the API with MATCHCAST_UI_API_KEY, else with the first-start admin key when known.
+            env_ui = env | ({"MATCHCAST_UI_API_KEY": admin_token} if admin_token and not settings.ui_api_key else {})
+            procs.append(("ui", subprocess.Popen([*py, "ui"], env=env_ui, start_new_session=True)))
         base = f"http://{settings.api_host}:{settings.api_port}"
         deadline = time.monotonic() + 60
         while not stopping and time.monotonic() < deadline:
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                if httpx.get(f"{base}/health", timeout=1).status_code in (200, 401, 403):  # 401/403: probes need keys
+                    break
+            if any(p.poll() is not None for _, p in procs):
+                break
+            time.sleep(0.2)
+        while settings.ui_port and not stopping and time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{ui_base}/_stcore/health", timeout=1).status_code == 200:
                     break
             if any(p.poll() is not None for _, p in procs):
                 break
@@ -161,7 +228,8 @@ def run_stack(settings: Settings, console: Console) -> int:
         if not stopping:
             console.print(
                 f"matchcast is up:\n  API      {base}  (docs {base}/docs)\n"
-                f"  ready    {base}/ready\n  metrics  {base}/metrics\n"
+                + (f"  UI       {ui_base}\n" if settings.ui_port else "")
+                + f"  ready    {base}/ready\n  metrics  {base}/metrics\n"
                 f"  home     {Path(settings.home)}\nPress Ctrl-C to stop."
             )
         while not stopping:

@@ -3,6 +3,20 @@
 One code path serves training, evaluation and serving: ``compute_features`` walks every match in date order;
 for each day it first records the features of all of that day's matches from the current state, then folds
 in that day's results. A match therefore never sees its own result or anything later.
+
+Per league, the state holds for every team:
+
+- two Elo ratings (slow and fast K) with goal-margin multipliers, regressed to the mean between seasons; a
+  team promoted into the league starts below the mean;
+- pi-ratings (Constantinou & Fenton 2013): a home and an away rating in goal-difference units;
+- exponentially weighted form: points, goals, shots and shots on target for and against, over all matches and
+  over home matches only (for the home side) or away matches only (for the away side);
+- the date of its last match (rest days) and whether it was promoted this season;
+
+and for the league: time-decayed Poisson attack/defence ratings fitted on goals, on shots on target and on a
+blend of the two (refitted, warm-started, on every match day with new results), which give expected goals and
+Dixon-Coles-adjusted home/draw/away probabilities; a rolling home advantage, draw rate and goals per match; and
+whether the match was played without crowds (2020-21). The constants were tuned on seasons before 2019/20.
 """
 
 from __future__ import annotations
@@ -16,22 +30,72 @@ from datetime import date
 from itertools import groupby
 from typing import Protocol
 
+import numpy as np
+import numpy.typing as npt
 from sqlalchemy import delete, insert, select, update
 
 from matchcast.data.store import MatchFeatures, MatchStore
 from matchcast.schemas import FEATURE_NAMES
 
-FEATURE_CODE_VERSION = "1"
+FEATURE_CODE_VERSION = "2"
 FEATURE_VERSION = f"v{FEATURE_CODE_VERSION}-" + hashlib.sha256(",".join(FEATURE_NAMES).encode()).hexdigest()[:8]
 
-ELO_START = 1500.0
-ELO_PROMOTED = 1420.0
-ELO_K = 20.0
-ELO_HOME = 60.0
-SEASON_REGRESSION = 0.8
-FORM_ALPHA = 0.15
-LEAGUE_ALPHA = 0.01
-REST_CAP = 30.0
+
+@dataclass(frozen=True)
+class FeatureParams:
+    """Rating constants, decay rates and priors (tuned on seasons before 2019/20)."""
+
+    elo_start: float = 1500.0
+    elo_promoted: float = 1420.0
+    elo_k: float = 20.0
+    elo_k_fast: float = 45.0
+    elo_home: float = 60.0
+    season_regression: float = 0.8
+    pi_lambda: float = 0.035
+    pi_gamma: float = 0.7
+    pi_promoted: float = -0.4
+    form_alpha: float = 0.15
+    venue_alpha: float = 0.2
+    league_alpha: float = 0.01
+    pois_xi: float = 0.002  # per day
+    pois_window_days: int = 1100
+    pois_prior: float = 10.0  # pseudo-matches pulling a team towards its prior strength
+    pois_iters: int = 3
+    pois_rho: float = -0.06
+    promoted_attack: float = 0.82
+    promoted_defence: float = 1.18
+    mix_beta: float = 0.4  # weight of shots on target in the blended model
+    mix_conversion: float = 0.3  # goals per shot on target
+    rest_cap: float = 30.0
+    # Share of the usual home advantage left without crowds: log(1.13) / log(1.30), the home/away goal ratios of
+    # the 2019/20 restart (408 matches behind closed doors) and of the five seasons before it.
+    no_crowd_home_share: float = 0.45
+
+
+DEFAULT_PARAMS = FeatureParams()
+
+# Matches played behind closed doors (or nearly so), first and last day per league: known before kick-off.
+# Home advantage shrinks without crowds: Elo, pi-ratings and the Poisson ratings expect only a share of it in
+# these matches, so the season without crowds does not drag every team's home rating down.
+NO_CROWD: dict[str, tuple[date, date]] = {
+    "premier-league": (date(2020, 6, 17), date(2021, 5, 16)),
+    "la-liga": (date(2020, 6, 11), date(2021, 5, 23)),
+    "serie-a": (date(2020, 6, 20), date(2021, 5, 23)),
+    "bundesliga": (date(2020, 5, 16), date(2021, 5, 22)),
+    "ligue-1": (date(2020, 8, 21), date(2021, 5, 23)),
+}
+
+
+def without_crowd(league: str, day: date) -> bool:
+    """True for a match played behind closed doors."""
+    closed = NO_CROWD.get(league)
+    return closed is not None and closed[0] <= day <= closed[1]
+
+
+_FORM_KEYS = ("points", "gf", "ga", "sf", "sa", "sotf", "sota")
+_VENUE_KEYS = ("points", "gf", "ga", "sotf", "sota")
+_PRIOR = {"points": 1.35, "gf": 1.35, "ga": 1.35, "sf": 12.5, "sa": 12.5, "sotf": 4.5, "sota": 4.5}
+_PROMOTED = {"points": 1.05, "gf": 1.1, "ga": 1.6, "sf": 11.0, "sa": 14.0, "sotf": 3.8, "sota": 5.2}
 
 
 class MatchLike(Protocol):
@@ -48,24 +112,154 @@ class MatchLike(Protocol):
     stats: dict[str, int] | None
 
 
-@dataclass
 class _Team:
-    elo: float
-    season: str
-    points: float = 1.35
-    gf: float = 1.35
-    ga: float = 1.35
-    sot_f: float = 4.5
-    sot_a: float = 4.5
-    last: date | None = None
+    __slots__ = ("away_form", "elo", "elo_fast", "form", "home_form", "last", "pi_a", "pi_h", "promoted", "season")
+
+    def __init__(self, p: FeatureParams, season: str, promoted: bool) -> None:
+        self.elo = self.elo_fast = p.elo_promoted if promoted else p.elo_start
+        self.pi_h = self.pi_a = p.pi_promoted if promoted else 0.0
+        base = _PROMOTED if promoted else _PRIOR
+        self.form = {k: base[k] for k in _FORM_KEYS}
+        self.home_form = {k: base[k] for k in _VENUE_KEYS}
+        self.away_form = {k: base[k] for k in _VENUE_KEYS}
+        self.season = season
+        self.promoted = promoted
+        self.last: date | None = None
+
+
+class PoissonRatings:
+    """Time-decayed attack/defence Poisson ratings of one league.
+
+    ``lambda_home = base * home * attack[h] * defence[a]``, ``lambda_away = base * attack[a] * defence[h]``,
+    fitted by a few warm-started rounds of closed-form coordinate updates on the matches of the last
+    ``pois_window_days`` weighted by ``exp(-xi * age)``, each team pulled towards its prior strength by
+    ``pois_prior`` pseudo-matches. Refitted lazily: only when results came in since the last fit.
+    """
+
+    def __init__(self, p: FeatureParams) -> None:
+        self.p = p
+        self.idx: dict[str, int] = {}
+        cap = 2048
+        self.h = np.zeros(cap, np.int64)
+        self.a = np.zeros(cap, np.int64)
+        self.hg = np.zeros(cap)
+        self.ag = np.zeros(cap)
+        self.day = np.zeros(cap, np.int64)
+        self.home_exp = np.ones(cap)  # 1 with crowds, ``no_crowd_home_share`` without
+        self.n = self.start = 0
+        self.att, self.dfn, self.att0, self.dfn0 = (np.ones(64) for _ in range(4))
+        self.base, self.home = 1.1, 1.3
+        self.dirty = False
+
+    def team(self, name: str, promoted: bool | None = None) -> int:
+        """The team's index; ``promoted`` True sets a promoted side's prior, False the league average's."""
+        i = self.idx.get(name)
+        if i is None:
+            i = self.idx[name] = len(self.idx)
+            if i >= len(self.att):
+                self.att, self.dfn, self.att0, self.dfn0 = (
+                    np.concatenate([x, np.ones(len(x))]) for x in (self.att, self.dfn, self.att0, self.dfn0)
+                )
+        if promoted is True:
+            self.att0[i] = self.att[i] = self.p.promoted_attack
+            self.dfn0[i] = self.dfn[i] = self.p.promoted_defence
+        elif promoted is False:
+            self.att0[i] = self.dfn0[i] = 1.0
+        return i
+
+    def add(self, home: str, away: str, hg: float, ag: float, day: int, home_exp: float = 1.0) -> None:
+        """Record a result (the next fit sees it); the home factor counts ``home ** home_exp`` in it."""
+        if self.n == len(self.h):
+            self.h, self.a, self.hg, self.ag, self.day, self.home_exp = (
+                np.concatenate([x, np.zeros_like(x)])
+                for x in (self.h, self.a, self.hg, self.ag, self.day, self.home_exp)
+            )
+        n = self.n
+        self.h[n], self.a[n], self.hg[n], self.ag[n], self.day[n] = self.idx[home], self.idx[away], hg, ag, day
+        self.home_exp[n] = home_exp
+        self.n += 1
+        self.dirty = True
+
+    def fit(self, today: int) -> None:
+        """Refit on the window before ``today`` if results came in since the last fit."""
+        if not self.dirty:
+            return
+        self.dirty = False
+        p = self.p
+        while self.start < self.n and self.day[self.start] < today - p.pois_window_days:
+            self.start += 1
+        s, e = self.start, self.n
+        if e - s < 10:
+            return
+        h, a, ex = self.h[s:e], self.a[s:e], self.home_exp[s:e]
+        w = np.exp(-p.pois_xi * (today - self.day[s:e]))
+        whg, wag = w * self.hg[s:e], w * self.ag[s:e]
+        nt = len(self.idx)
+        att, dfn = self.att[:nt].copy(), self.dfn[:nt].copy()
+        att0, dfn0, k = self.att0[:nt], self.dfn0[:nt], p.pois_prior
+        scored = np.bincount(h, whg, nt) + np.bincount(a, wag, nt)
+        conceded = np.bincount(h, wag, nt) + np.bincount(a, whg, nt)
+        base, home = self.base, self.home
+        for _ in range(p.pois_iters):
+            hm = home**ex
+            eh, ea = w * base * hm * dfn[a], w * base * dfn[h]
+            att = (scored + k * att0) / (np.bincount(h, eh, nt) + np.bincount(a, ea, nt) + k)
+            eh, ea = w * base * hm * att[h], w * base * att[a]
+            dfn = (conceded + k * dfn0) / (np.bincount(a, eh, nt) + np.bincount(h, ea, nt) + k)
+            m = w * base * att[h] * dfn[a]
+            home *= float((ex * whg).sum()) / max(float((ex * m * hm).sum()), 1e-9)
+            hm = home**ex
+            base = (whg.sum() + wag.sum()) / max(float((w * (hm * att[h] * dfn[a] + att[a] * dfn[h])).sum()), 1e-9)
+        self.att[:nt], self.dfn[:nt], self.base, self.home = att, dfn, float(base), float(home)
+
+    def rates(self, home: str, away: str, home_exp: float = 1.0) -> tuple[float, float]:
+        """Expected home and away counts (the home factor raised to ``home_exp``)."""
+        h, a = self.idx[home], self.idx[away]
+        return (
+            float(self.base * self.home**home_exp * self.att[h] * self.dfn[a]),
+            float(self.base * self.att[a] * self.dfn[h]),
+        )
+
+
+_GOALS = np.arange(11)
+_LOG_FACTORIAL = np.array([math.lgamma(k + 1.0) for k in _GOALS])
+
+
+def outcome_probabilities(lam_home: float, lam_away: float, rho: float) -> tuple[float, float, float]:
+    """Home/draw/away probabilities of independent Poisson scores with the Dixon-Coles low-score correction."""
+    lh, la = max(lam_home, 1e-6), max(lam_away, 1e-6)
+    ph: npt.NDArray[np.float64] = np.exp(_GOALS * math.log(lh) - lh - _LOG_FACTORIAL)
+    pa: npt.NDArray[np.float64] = np.exp(_GOALS * math.log(la) - la - _LOG_FACTORIAL)
+    g = np.outer(ph, pa)
+    rho = min(max(rho, max(-1.0 / lh, -1.0 / la)), min(1.0, 1.0 / (lh * la)))
+    g[0, 0] *= 1.0 - lh * la * rho
+    g[0, 1] *= 1.0 + lh * rho
+    g[1, 0] *= 1.0 + la * rho
+    g[1, 1] *= 1.0 - rho
+    total = float(g.sum())
+    draw = float(np.trace(g)) / total
+    home = float(np.tril(g, -1).sum()) / total
+    return max(home, 1e-9), max(draw, 1e-9), max(1.0 - home - draw, 1e-9)
 
 
 @dataclass
 class _League:
     first_season: str
+    season: str
+    goals: PoissonRatings
+    sot: PoissonRatings
+    mix: PoissonRatings
+    previous: set[str] = field(default_factory=set)
+    current: set[str] = field(default_factory=set)
     home_adv: float = 0.35
+    crowd_home_adv: float = 0.35  # like home_adv, over matches with crowds only
     draw_rate: float = 0.26
+    goals_per_match: float = 2.6
     teams: dict[str, _Team] = field(default_factory=dict)
+
+    @property
+    def models(self) -> tuple[PoissonRatings, PoissonRatings, PoissonRatings]:
+        return self.goals, self.sot, self.mix
 
 
 def _goal_multiplier(margin: int) -> float:
@@ -73,88 +267,185 @@ def _goal_multiplier(margin: int) -> float:
     return 1.0 if m <= 1 else 1.5 if m == 2 else (11.0 + m) / 8.0
 
 
-def _ew(old: float, new: float, alpha: float) -> float:
-    return (1.0 - alpha) * old + alpha * new
+def _pi_goals(rating: float) -> float:
+    return math.copysign(10.0 ** (abs(rating) / 3.0) - 1.0, rating)
+
+
+def _elo_delta(k: float, home: float, away: float, home_adv: float, actual: float, mult: float) -> float:
+    expected = 1.0 / (1.0 + 10.0 ** ((away - home - home_adv) / 400.0))
+    return k * mult * (actual - expected)
 
 
 class FeatureState:
     """Ratings and form of every team, advanced result by result."""
 
-    def __init__(self) -> None:
+    def __init__(self, params: FeatureParams = DEFAULT_PARAMS) -> None:
+        self.p = params
         self.leagues: dict[str, _League] = {}
-
-    def _team(self, lg: _League, name: str, season: str) -> _Team:
-        t = lg.teams.get(name)
-        if t is None:
-            start = ELO_START if season == lg.first_season else ELO_PROMOTED
-            t = lg.teams[name] = _Team(elo=start, season=season)
-        elif t.season != season:
-            t.elo = SEASON_REGRESSION * t.elo + (1 - SEASON_REGRESSION) * ELO_START
-            t.season = season
-        return t
 
     def _league(self, m: MatchLike) -> _League:
         lg = self.leagues.get(m.league)
         if lg is None:
-            lg = self.leagues[m.league] = _League(first_season=m.season)
+            p = self.p
+            lg = _League(m.season, m.season, PoissonRatings(p), PoissonRatings(p), PoissonRatings(p))
+            self.leagues[m.league] = lg
+        if m.season > lg.season:
+            lg.previous, lg.current, lg.season = lg.current, set(), m.season
         return lg
+
+    def _team(self, lg: _League, name: str, season: str) -> _Team:
+        p = self.p
+        t = lg.teams.get(name)
+        if t is None or (t.season != season and name not in lg.previous):
+            promoted = season != lg.first_season
+            old, t = t, _Team(p, season, promoted)
+            lg.teams[name] = t
+            if old is not None:  # back after years away: half of what it was
+                t.elo, t.elo_fast = 0.5 * (old.elo + t.elo), 0.5 * (old.elo_fast + t.elo_fast)
+            for model in lg.models:
+                model.team(name, promoted)
+        elif t.season != season:
+            r = p.season_regression
+            t.elo = r * t.elo + (1 - r) * p.elo_start
+            t.elo_fast = r * t.elo_fast + (1 - r) * p.elo_start
+            t.season, t.promoted = season, False
+            for model in lg.models:
+                model.team(name, False)
+        lg.current.add(name)
+        return t
 
     def features(self, m: MatchLike) -> list[float]:
         """Features of ``m`` from the state as it is (call before folding in that day's results)."""
+        p = self.p
         lg = self._league(m)
         h, a = self._team(lg, m.home_team, m.season), self._team(lg, m.away_team, m.season)
+        today = m.date.toordinal()
+        for model in lg.models:
+            model.fit(today)
+        closed = without_crowd(m.league, m.date)
+        ex = p.no_crowd_home_share if closed else 1.0
+        xh, xa = lg.goals.rates(m.home_team, m.away_team, ex)
+        sh, sa = lg.sot.rates(m.home_team, m.away_team, ex)
+        mh, ma = lg.mix.rates(m.home_team, m.away_team, ex)
+        conversion = (lg.goals.base * (1 + lg.goals.home)) / max(lg.sot.base * (1 + lg.sot.home), 1e-9)
+        pg = outcome_probabilities(xh, xa, p.pois_rho)
+        ps = outcome_probabilities(sh * conversion, sa * conversion, p.pois_rho)
+        pm = outcome_probabilities(mh, ma, p.pois_rho)
 
         def rest(t: _Team) -> float:
-            return REST_CAP if t.last is None else min(REST_CAP, float((m.date - t.last).days))
+            return p.rest_cap if t.last is None else min(p.rest_cap, float((m.date - t.last).days))
 
+        hf, af, hv, av = h.form, a.form, h.home_form, a.away_form
         return [
             h.elo,
             a.elo,
-            h.points,
-            a.points,
-            h.gf,
-            h.ga,
-            a.gf,
-            a.ga,
-            h.sot_f,
-            h.sot_a,
-            a.sot_f,
-            a.sot_a,
+            h.elo_fast,
+            a.elo_fast,
+            h.pi_h,
+            h.pi_a,
+            a.pi_h,
+            a.pi_a,
+            xh,
+            xa,
+            *(math.log(v) for v in pg),
+            sh,
+            sa,
+            *(math.log(v) for v in ps),
+            mh,
+            ma,
+            *(math.log(v) for v in pm),
+            hf["points"],
+            af["points"],
+            hf["gf"],
+            hf["ga"],
+            af["gf"],
+            af["ga"],
+            hf["sf"],
+            hf["sa"],
+            af["sf"],
+            af["sa"],
+            hf["sotf"],
+            hf["sota"],
+            af["sotf"],
+            af["sota"],
+            hv["points"],
+            av["points"],
+            hv["gf"],
+            hv["ga"],
+            av["gf"],
+            av["ga"],
+            hv["sotf"],
+            hv["sota"],
+            av["sotf"],
+            av["sota"],
             rest(h),
             rest(a),
+            1.0 if h.promoted else 0.0,
+            1.0 if a.promoted else 0.0,
             lg.home_adv,
             lg.draw_rate,
+            lg.goals_per_match,
+            1.0 if closed else 0.0,
         ]
 
     def update(self, m: MatchLike) -> None:
         """Fold in one match: its date always (fixtures are known ahead), its result when there is one."""
+        p = self.p
         lg = self._league(m)
         h, a = self._team(lg, m.home_team, m.season), self._team(lg, m.away_team, m.season)
         h.last = a.last = m.date
         if m.home_goals is None or m.away_goals is None:
             return
         hg, ag = m.home_goals, m.away_goals
-        expected = 1.0 / (1.0 + math.pow(10.0, (a.elo - h.elo - ELO_HOME) / 400.0))
+        closed = without_crowd(m.league, m.date)
+        share = p.no_crowd_home_share if closed else 1.0
+        mult = _goal_multiplier(hg - ag)
         actual = 1.0 if hg > ag else 0.5 if hg == ag else 0.0
-        delta = ELO_K * _goal_multiplier(hg - ag) * (actual - expected)
-        h.elo += delta
-        a.elo -= delta
-        h.points = _ew(h.points, 3.0 if hg > ag else 1.0 if hg == ag else 0.0, FORM_ALPHA)
-        a.points = _ew(a.points, 3.0 if ag > hg else 1.0 if hg == ag else 0.0, FORM_ALPHA)
-        h.gf, h.ga = _ew(h.gf, hg, FORM_ALPHA), _ew(h.ga, ag, FORM_ALPHA)
-        a.gf, a.ga = _ew(a.gf, ag, FORM_ALPHA), _ew(a.ga, hg, FORM_ALPHA)
+        d = _elo_delta(p.elo_k, h.elo, a.elo, p.elo_home * share, actual, mult)
+        h.elo, a.elo = h.elo + d, a.elo - d
+        d = _elo_delta(p.elo_k_fast, h.elo_fast, a.elo_fast, p.elo_home * share, actual, mult)
+        h.elo_fast, a.elo_fast = h.elo_fast + d, a.elo_fast - d
+        expected_gd = _pi_goals(h.pi_h) - _pi_goals(a.pi_a) - (1.0 - share) * lg.crowd_home_adv
+        err = (hg - ag) - expected_gd
+        step = math.copysign(3.0 * math.log10(1.0 + abs(err)), err) * p.pi_lambda
+        h.pi_h, h.pi_a = h.pi_h + step, h.pi_a + step * p.pi_gamma
+        a.pi_a, a.pi_h = a.pi_a - step, a.pi_h - step * p.pi_gamma
+
         stats = m.stats or {}
-        if "HST" in stats and "AST" in stats:
-            hst, ast = stats["HST"], stats["AST"]
-            h.sot_f, h.sot_a = _ew(h.sot_f, hst, FORM_ALPHA), _ew(h.sot_a, ast, FORM_ALPHA)
-            a.sot_f, a.sot_a = _ew(a.sot_f, ast, FORM_ALPHA), _ew(a.sot_a, hst, FORM_ALPHA)
-        lg.home_adv = _ew(lg.home_adv, float(hg - ag), LEAGUE_ALPHA)
-        lg.draw_rate = _ew(lg.draw_rate, 1.0 if hg == ag else 0.0, LEAGUE_ALPHA)
+        obs_h: dict[str, float] = {"points": 3.0 if hg > ag else 1.0 if hg == ag else 0.0, "gf": hg, "ga": ag}
+        obs_a: dict[str, float] = {"points": 3.0 if ag > hg else 1.0 if hg == ag else 0.0, "gf": ag, "ga": hg}
+        if "HS" in stats and "AS" in stats:
+            obs_h |= {"sf": stats["HS"], "sa": stats["AS"]}
+            obs_a |= {"sf": stats["AS"], "sa": stats["HS"]}
+        has_sot = "HST" in stats and "AST" in stats
+        if has_sot:
+            obs_h |= {"sotf": stats["HST"], "sota": stats["AST"]}
+            obs_a |= {"sotf": stats["AST"], "sota": stats["HST"]}
+        for t, obs, venue in ((h, obs_h, h.home_form), (a, obs_a, a.away_form)):
+            for key, v in obs.items():
+                t.form[key] += p.form_alpha * (v - t.form[key])
+                if key in venue:
+                    venue[key] += p.venue_alpha * (v - venue[key])
+
+        lg.home_adv += p.league_alpha * ((hg - ag) - lg.home_adv)
+        if not closed:
+            lg.crowd_home_adv += p.league_alpha * ((hg - ag) - lg.crowd_home_adv)
+        lg.draw_rate += p.league_alpha * ((1.0 if hg == ag else 0.0) - lg.draw_rate)
+        lg.goals_per_match += p.league_alpha * ((hg + ag) - lg.goals_per_match)
+        today = m.date.toordinal()
+        lg.goals.add(m.home_team, m.away_team, hg, ag, today, share)
+        mix_h, mix_a = float(hg), float(ag)
+        if has_sot:
+            lg.sot.add(m.home_team, m.away_team, stats["HST"], stats["AST"], today, share)
+            b, c = p.mix_beta, p.mix_conversion
+            mix_h = (1 - b) * hg + b * c * stats["HST"]
+            mix_a = (1 - b) * ag + b * c * stats["AST"]
+        lg.mix.add(m.home_team, m.away_team, mix_h, mix_a, today, share)
 
 
-def compute_features(matches: Iterable[MatchLike]) -> dict[int, list[float]]:
+def compute_features(matches: Iterable[MatchLike], params: FeatureParams = DEFAULT_PARAMS) -> dict[int, list[float]]:
     """Features of every match, keyed by match_id, each from strictly earlier matches."""
-    state = FeatureState()
+    state = FeatureState(params)
     out: dict[int, list[float]] = {}
     ordered = sorted(matches, key=lambda m: (m.date, m.match_id))
     for _, day in groupby(ordered, key=lambda m: m.date):

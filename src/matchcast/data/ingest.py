@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from importlib import resources
@@ -217,18 +217,24 @@ def ingest(
     *,
     league: str | None = None,
     as_of: date | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> IngestReport:
-    """Check every file, then upsert all rows in one transaction."""
+    """Check every file, then upsert all rows in one transaction; ``progress(step, done, total)`` is told."""
     report = IngestReport()
     parsed: dict[tuple[str, date, str, str], ParsedMatch] = {}
-    for path in paths:
+    paths = list(paths)
+    for n, path in enumerate(paths, 1):
         rows, held = parse_file(Path(path), league=league, as_of=as_of)
+        if progress:
+            progress("reading files", n, len(paths))
         report.files.append(str(path))
         report.held_back += held
         for r in rows:
             parsed[r.key] = r
     report.rows = len(parsed)
     ordered = sorted(parsed.values(), key=lambda r: (r.date, r.league, r.home_team))
+    if progress:
+        progress("saving matches", 0, 1)
     with store.session() as s:
         existing = {
             (lg, d, h, a): (mid, (season, hg, ag, res, ref, stats))
@@ -271,5 +277,7 @@ def ingest(
         if changed:
             s.execute(update(Match), changed)
     report.inserted, report.updated = len(new), len(changed)
+    if progress:
+        progress("saving matches", 1, 1)
     report.unchanged = report.rows - report.inserted - report.updated
     return report

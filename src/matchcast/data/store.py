@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import logging
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import (
     JSON,
     Date,
+    DateTime,
     Engine,
     ForeignKey,
     Integer,
@@ -23,9 +26,11 @@ from sqlalchemy import (
     func,
     select,
 )
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
+log = logging.getLogger(__name__)
 STAT_COLUMNS = (
     "HTHG",
     "HTAG",
@@ -78,6 +83,23 @@ class MatchFeatures(Base):
     values: Mapped[list[float]] = mapped_column(JSON)
 
 
+class DeadLetter(Base):
+    """A task that will not be retried any more: its original arguments, why, and how often it was tried."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(String(64), index=True, unique=True)
+    task_name: Mapped[str] = mapped_column(String(128))
+    args: Mapped[Any] = mapped_column(JSON, nullable=True)
+    reason: Mapped[str] = mapped_column(String(32))
+    error: Mapped[str] = mapped_column(String(2000))
+    attempts: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    replayed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    replay_task_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
 @dataclass(frozen=True)
 class MatchRow:
     """A match as plain data, detached from any session."""
@@ -117,7 +139,10 @@ def get_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
-    Base.metadata.create_all(engine)
+    try:
+        Base.metadata.create_all(engine)
+    except OperationalError as exc:  # the database may be down for now; queries will say so and be retried
+        log.warning("could not create tables yet: %s", type(exc).__name__)
     return engine
 
 
@@ -163,6 +188,25 @@ class MatchStore:
                 return None
             m, f = row
             return MatchRow.of(m), f.feature_version, list(f.values)
+
+    def features_for(self, match_ids: Sequence[int]) -> dict[int, tuple[MatchRow, str, list[float]]]:
+        """Matches with their features, in one query: {match_id: (match, feature_version, values)}."""
+        if not match_ids:
+            return {}
+        with self.session() as s:
+            rows = s.execute(
+                select(Match, MatchFeatures)
+                .join(MatchFeatures, MatchFeatures.match_id == Match.match_id)
+                .where(Match.match_id.in_(list(match_ids)))
+            ).all()
+            return {m.match_id: (MatchRow.of(m), f.feature_version, list(f.values)) for m, f in rows}
+
+    def existing(self, match_ids: Sequence[int]) -> set[int]:
+        """Which of these match ids are stored."""
+        if not match_ids:
+            return set()
+        with self.session() as s:
+            return set(s.scalars(select(Match.match_id).where(Match.match_id.in_(list(match_ids)))).all())
 
     def upcoming(
         self,

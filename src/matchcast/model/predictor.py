@@ -11,10 +11,16 @@ from sklearn.preprocessing import StandardScaler
 
 from matchcast.model.scoring import FloatArray
 
+DEFAULT_C = 0.01  # chosen by walk-forward RPS on 2014/15-2018/19
 
-def make_pipeline(c: float = 0.05) -> Pipeline:
-    """The first model: standardised features into a regularised multinomial logistic regression."""
-    return Pipeline([("scale", StandardScaler()), ("clf", LogisticRegression(C=c, max_iter=2000))])
+
+def make_pipeline(c: float = DEFAULT_C, *, warm_start: bool = False) -> Pipeline:
+    """The model: standardised features into a regularised multinomial logistic regression.
+
+    With ``warm_start`` a refit starts from the previous fit's coefficients (same optimum, fewer iterations).
+    """
+    clf = LogisticRegression(C=c, max_iter=2000, warm_start=warm_start)
+    return Pipeline([("scale", StandardScaler()), ("clf", clf)])
 
 
 @dataclass(frozen=True)
@@ -34,11 +40,11 @@ class Predictor:
         clf: LogisticRegression = pipe.named_steps["clf"]
         if list(clf.classes_) != [0, 1, 2]:
             raise ValueError(f"expected classes [0, 1, 2], got {list(clf.classes_)}")
-        return cls(
-            np.asarray(scaler.mean_, dtype=np.float64),
-            np.asarray(scaler.scale_, dtype=np.float64),
-            np.asarray(clf.coef_, dtype=np.float64),
-            np.asarray(clf.intercept_, dtype=np.float64),
+        return cls(  # copies: a warm-started refit of ``pipe`` must not change this predictor
+            np.array(scaler.mean_, dtype=np.float64),
+            np.array(scaler.scale_, dtype=np.float64),
+            np.array(clf.coef_, dtype=np.float64),
+            np.array(clf.intercept_, dtype=np.float64),
             feature_names,
         )
 

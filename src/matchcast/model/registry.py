@@ -16,6 +16,7 @@ from matchcast.model.predictor import Predictor
 
 log = logging.getLogger(__name__)
 EXPERIMENT = "matchcast"
+EVALUATION_EXPERIMENT = "matchcast-evaluation"
 
 
 @dataclass(frozen=True)
@@ -115,9 +116,45 @@ class ModelRegistry:
             log.info("registered %s version %s (run %s)", self.name, version, run.info.run_id)
             return version
 
+    def log_evaluation(
+        self,
+        *,
+        params: dict[str, Any],
+        metrics: dict[str, float],
+        tags: dict[str, str],
+        files: list[Path],
+        experiment: str = EVALUATION_EXPERIMENT,
+    ) -> str:
+        """Log an evaluation run (no model) with its files as artifacts; return the run id."""
+        import mlflow
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        client = self._client()
+        exp = client.get_experiment_by_name(experiment)
+        location = f"{self.artifact_location.rstrip('/')}/{experiment}" if self.artifact_location else None
+        exp_id = exp.experiment_id if exp else client.create_experiment(experiment, artifact_location=location)
+        with mlflow.start_run(experiment_id=exp_id) as run:
+            mlflow.log_params(params)
+            mlflow.log_metrics(metrics)
+            mlflow.set_tags(tags)
+            for path in files:
+                mlflow.log_artifact(str(path))
+            log.info("logged evaluation run %s to experiment %s", run.info.run_id, experiment)
+            return str(run.info.run_id)
+
     def set_alias(self, alias: str, version: str) -> None:
         """Point ``alias`` at ``version``."""
         self._client().set_registered_model_alias(self.name, alias, version)
+
+    def delete_alias(self, alias: str) -> None:
+        """Remove ``alias``."""
+        self._client().delete_registered_model_alias(self.name, alias)
+
+    def tag_version(self, version: str, tags: dict[str, str]) -> None:
+        """Set tags on a version (e.g. a record of its promotion)."""
+        client = self._client()
+        for k, v in tags.items():
+            client.set_model_version_tag(self.name, version, k, v)
 
     def version_of(self, alias: str) -> str | None:
         """The version an alias points at, or None."""
@@ -128,17 +165,22 @@ class ModelRegistry:
         except MlflowException:
             return None
 
-    def info(self, alias: str) -> VersionInfo:
-        """Metadata of the version an alias points at."""
+    def info(self, alias: str | None = None, *, version: str | None = None) -> VersionInfo:
+        """Metadata of the version an alias points at (or of a version by number)."""
         from mlflow.exceptions import MlflowException
 
         client = self._client()
         try:
-            mv = client.get_model_version_by_alias(self.name, alias)
+            if version is not None:
+                mv = client.get_model_version(self.name, version)
+            else:
+                mv = client.get_model_version_by_alias(self.name, alias)
         except MlflowException as exc:
             if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc).lower():
-                raise ModelNotFound(f"no version of model {self.name!r} has alias {alias!r}") from exc
+                what = f"version {version}" if version is not None else f"a version with alias {alias!r}"
+                raise ModelNotFound(f"model {self.name!r} has no {what}") from exc
             raise ServiceUnavailable(f"model registry: {type(exc).__name__}", ["registry"]) from exc
+        alias = alias or ",".join(getattr(mv, "aliases", []) or [])
         metrics: dict[str, float] = {}
         params: dict[str, str] = {}
         if mv.run_id:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from matchcast.config import Settings
+from matchcast.config import CHALLENGER_ALIAS, Settings
 from matchcast.data.features import refresh_features
 from matchcast.data.ingest import IngestReport, bundled_files, ingest
 from matchcast.service.training import TrainResult, train
@@ -26,18 +26,38 @@ class IngestOutcome:
 
 
 def ingest_files(
-    settings: Settings, paths: Sequence[Path] = (), *, league: str | None = None, as_of: date | None = None
+    settings: Settings,
+    paths: Sequence[Path] = (),
+    *,
+    league: str | None = None,
+    as_of: date | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> IngestOutcome:
-    """Ingest ``paths`` (the bundled data when empty), then refresh stored features."""
+    """Ingest ``paths`` (the bundled data when empty), then refresh stored features; ``progress`` is told."""
     store = store_for(settings)
-    report = ingest(store, list(paths) or bundled_files(), league=league, as_of=as_of)
-    changed = refresh_features(store) if (report.inserted or report.updated or not store.feature_table()) else 0
+    report = ingest(store, list(paths) or bundled_files(), league=league, as_of=as_of, progress=progress)
+    changed = 0
+    if report.inserted or report.updated or not store.feature_table():
+        if progress:
+            progress("computing features", 0, 1)
+        changed = refresh_features(store)
+    if progress:
+        progress("computing features", 1, 1)
     return IngestOutcome(report, changed)
 
 
-def train_model(settings: Settings, *, alias: str | None = None) -> TrainResult:
-    """Train on the store and point ``alias`` (the serving alias by default) at the new version."""
-    return train(store_for(settings), registry_for(settings), alias=alias or settings.model_alias)
+def train_model(
+    settings: Settings, *, alias: str | None = None, progress: Callable[[str, int, int], None] | None = None
+) -> TrainResult:
+    """Train on the store and point ``alias`` at the new version.
+
+    By default a first model becomes the serving alias (``champion``); later ones become ``challenger``, to be
+    promoted with ``matchcast promote`` once they prove better.
+    """
+    if alias is None:
+        serving = registry_for(settings).version_of(settings.model_alias)
+        alias = settings.model_alias if serving is None else CHALLENGER_ALIAS
+    return train(store_for(settings), registry_for(settings), alias=alias, progress=progress)
 
 
 def prepare(settings: Settings) -> tuple[IngestOutcome | None, TrainResult | None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,9 +11,15 @@ import numpy as np
 from pydantic import ValidationError
 
 from matchcast.data.store import MatchStore
-from matchcast.errors import FeaturesNotReady, InvalidInput, MatchNotFound
+from matchcast.errors import FeaturesNotReady, InvalidInput, MatchcastError, MatchNotFound
 from matchcast.model.registry import LoadedModel, ModelRegistry
-from matchcast.schemas import FEATURE_NAMES, InlinePredictionRequest, Prediction, Probabilities
+from matchcast.schemas import (
+    FEATURE_NAMES,
+    AsyncPredictionRequest,
+    InlinePredictionRequest,
+    Prediction,
+    Probabilities,
+)
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +29,39 @@ class PredictionService:
 
     def __init__(self, store: MatchStore, registry: ModelRegistry, alias: str) -> None:
         self.store, self.registry, self.alias = store, registry, alias
-        self.model: LoadedModel = registry.load(alias)
-        if self.model.predictor.feature_names != FEATURE_NAMES:
+        self.model: LoadedModel = self._load()
+        self._checked_at = time.monotonic()
+
+    def _load(self) -> LoadedModel:
+        model = self.registry.load(self.alias)
+        if model.predictor.feature_names != FEATURE_NAMES:
             raise InvalidInput(
-                f"model version {self.model.version} expects features {self.model.predictor.feature_names}, "
+                f"model version {model.version} expects features {model.predictor.feature_names}, "
                 f"this code computes {FEATURE_NAMES}"
             )
+        return model
+
+    def refresh(self, every_s: float) -> LoadedModel | None:
+        """If ``every_s`` has passed, ask the registry where the alias points; load a new version once.
+
+        Returns the newly loaded model, or None. The old model keeps serving until the new one is ready,
+        and a failed check or load keeps it serving too (the next check tries again).
+        """
+        now = time.monotonic()
+        if now - self._checked_at < every_s:
+            return None
+        self._checked_at = now
+        try:
+            version = self.registry.version_of(self.alias)
+            if version is None or version == self.model.version:
+                return None
+            model = self._load()
+        except Exception as exc:
+            log.warning("model refresh failed, keeping version %s: %s", self.model.version, exc)
+            return None
+        log.info("model_switched from=%s to=%s alias=%s", self.model.version, model.version, self.alias)
+        self.model = model
+        return model
 
     def _prediction(self, probs: np.ndarray, **labels: Any) -> Prediction:
         p = [float(v) for v in probs]
@@ -59,6 +93,35 @@ class PredictionService:
             feature_version=feature_version,
         )
 
+    def predict_many(self, match_ids: list[int]) -> dict[int, dict[str, Any] | MatchcastError]:
+        """Predict stored matches in one vectorised pass: {match_id: prediction JSON, or the error for it}."""
+        found = self.store.features_for(match_ids)
+        out: dict[int, dict[str, Any] | MatchcastError] = {}
+        ids = [i for i in match_ids if i in found]
+        if ids:
+            probs = self.model.predictor.predict_proba(np.array([found[i][2] for i in ids], dtype=np.float64))
+            for i, p in zip(ids, probs, strict=True):
+                m, feature_version = found[i][0], found[i][1]
+                out[i] = self._prediction(
+                    p,
+                    match_id=m.match_id,
+                    league=m.league,
+                    home_team=m.home_team,
+                    away_team=m.away_team,
+                    date=m.date,
+                    feature_version=feature_version,
+                ).model_dump(mode="json")
+        missing = [i for i in match_ids if i not in found]
+        if missing:
+            stored = self.store.existing(missing)
+            for i in missing:
+                out[i] = (
+                    FeaturesNotReady(f"match {i} has no features yet; run `matchcast ingest`")
+                    if i in stored
+                    else MatchNotFound(i)
+                )
+        return out
+
     def predict_inline(self, request: InlinePredictionRequest) -> Prediction:
         """Predict from features given in the request."""
         x = np.array([getattr(request.features, n) for n in FEATURE_NAMES], dtype=np.float64)
@@ -66,16 +129,26 @@ class PredictionService:
         return self._prediction(probs, home_team=request.home_team, away_team=request.away_team, date=request.date)
 
     def predict(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """The task's entry point: a JSON payload in, a JSON prediction out."""
-        if set(payload) == {"match_id"}:
-            match_id = payload["match_id"]
-            if not isinstance(match_id, int) or isinstance(match_id, bool) or match_id < 1:
-                raise InvalidInput("match_id must be a positive integer")
-            pred = self.predict_match(match_id)
-        else:
-            try:
-                request = InlinePredictionRequest.model_validate(payload)
-            except ValidationError as exc:
-                raise InvalidInput(f"invalid inline request: {exc.errors(include_url=False)}") from None
-            pred = self.predict_inline(request)
+        """The task's entry point: a JSON payload in, a JSON prediction out.
+
+        Validated with the API's own request schemas (bounds, strict numbers, unknown keys refused), so a
+        worker runs exactly what the API would have accepted, whoever put the message on the queue."""
+        if not isinstance(payload, dict):
+            raise InvalidInput("payload must be a JSON object")
+        try:
+            if "match_id" in payload:
+                by_id = AsyncPredictionRequest.model_validate(payload)
+                pred = self.predict_match(by_id.match_id)
+            else:
+                pred = self.predict_inline(InlinePredictionRequest.model_validate(payload))
+        except ValidationError as exc:
+            raise InvalidInput(f"invalid task payload: {_problems(exc)}") from None
         return pred.model_dump(mode="json")
+
+
+def _problems(exc: ValidationError, limit: int = 5) -> str:
+    """Where and what, without echoing the (possibly huge or hostile) input values."""
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    parts = [f"{'.'.join(str(p) for p in e['loc'])[:80]}: {e['msg'][:120]}" for e in errors[:limit]]
+    more = f" (+{len(errors) - limit} more)" if len(errors) > limit else ""
+    return "; ".join(parts) + more

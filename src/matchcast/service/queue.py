@@ -1,43 +1,131 @@
-"""The Celery application's configuration, shared by the API (which only sends by task name) and workers."""
+"""The Celery application's configuration, shared by the API (which only sends by task name) and workers.
+
+On RabbitMQ, ``ml`` is a durable quorum queue on a topic exchange (topic, so Celery's native delayed delivery
+can carry retry countdowns) with a delivery limit; messages it rejects or that exceed the limit are
+dead-lettered through the exchange ``ml.dlx`` into the durable queue ``ml.dead``. Publishing waits for the
+broker's confirm. On Redis (the embedded default) the same names are plain lists.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
-from kombu import Exchange, Queue
+from kombu import Connection, Exchange, Queue
 
 from matchcast.config import ML_QUEUE, PREDICT_TASK, Settings
 
+BULK_QUEUE = "ml.bulk"
+BULK_TASK = "predict_matches"
+BULK_CHUNK = 100
+DEAD_QUEUE = "ml.dead"
+DEAD_EXCHANGE = "ml.dlx"
+CALLBACK_TASK = "deliver_callback"
 
-def make_celery(settings: Settings) -> Celery:
+
+def is_amqp(url: str) -> bool:
+    """Whether a broker URL names RabbitMQ (AMQP)."""
+    return url.split("://", 1)[0] in ("amqp", "amqps", "pyamqp")
+
+
+def ml_queue(settings: Settings, name: str = ML_QUEUE) -> Queue:
+    """The ``ml`` queue (or its bulk sibling ``ml.bulk``) as this broker supports it best."""
+    if is_amqp(settings.resolved_broker_url()):
+        return Queue(
+            name,
+            Exchange(ML_QUEUE, type="topic", durable=True),
+            routing_key=name,
+            durable=True,
+            queue_arguments={
+                "x-queue-type": "quorum",
+                "x-delivery-limit": settings.delivery_limit,
+                "x-dead-letter-exchange": DEAD_EXCHANGE,
+                "x-dead-letter-routing-key": DEAD_QUEUE,
+            },
+        )
+    return Queue(name, Exchange(ML_QUEUE, type="direct"), routing_key=name, durable=True)
+
+
+def dead_queue() -> Queue:
+    """Where the broker puts what ``ml`` rejected or could not deliver (RabbitMQ)."""
+    return Queue(DEAD_QUEUE, Exchange(DEAD_EXCHANGE, type="direct", durable=True), routing_key=DEAD_QUEUE, durable=True)
+
+
+def declare_topology(settings: Settings, conn: Connection) -> None:
+    """Declare ``ml`` and, on RabbitMQ, its dead-letter exchange and queue (idempotent)."""
+    channel = conn.default_channel
+    if is_amqp(settings.resolved_broker_url()):
+        dead_queue()(channel).declare()
+    ml_queue(settings)(channel).declare()
+    ml_queue(settings, BULK_QUEUE)(channel).declare()
+
+
+class PublisherCelery(Celery):
+    """A Celery client that only publishes: it hears results through its own listener (``api/dispatch.py``).
+
+    Celery's Redis result backend subscribes a client to every task it sends (``on_task_call``), costing a
+    blocking round trip per request and a subscription that nobody reads; this client skips that.
+    """
+
+    def _get_backend(self) -> Any:
+        backend = super()._get_backend()
+        backend.on_task_call = _no_subscription
+        return backend
+
+
+def _no_subscription(*_: Any, **__: Any) -> None:
+    return None
+
+
+def make_celery(settings: Settings, *, publisher: bool = False) -> Celery:
     """A Celery app for these settings: JSON only, the ``ml`` queue, late acks, bounded publishing."""
-    app = Celery("matchcast", broker=settings.resolved_broker_url(), backend=settings.resolved_result_backend())
+    broker = settings.resolved_broker_url()
+    cls = PublisherCelery if publisher else Celery
+    app = cls("matchcast", broker=broker, backend=settings.resolved_result_backend())
+    if is_amqp(broker):
+        transport = {"confirm_publish": True, "connect_timeout": 2}
+    else:
+        # Unacknowledged messages come back after this long when a worker dies without acking.
+        transport = {
+            "visibility_timeout": settings.visibility_timeout_s,
+            "socket_timeout": 5,
+            "socket_connect_timeout": 2,
+        }
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
         result_accept_content=["json"],
-        task_queues=(Queue(ML_QUEUE, Exchange(ML_QUEUE, type="direct"), routing_key=ML_QUEUE, durable=True),),
+        task_queues=(ml_queue(settings), ml_queue(settings, BULK_QUEUE)),
         task_default_queue=ML_QUEUE,
         task_default_exchange=ML_QUEUE,
         task_default_routing_key=ML_QUEUE,
-        task_routes={PREDICT_TASK: {"queue": ML_QUEUE}},
+        task_routes={
+            PREDICT_TASK: {"queue": ML_QUEUE},
+            CALLBACK_TASK: {"queue": ML_QUEUE},
+            BULK_TASK: {"queue": BULK_QUEUE},
+        },
         task_create_missing_queues=False,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
         task_track_started=True,
-        task_time_limit=60,
-        task_soft_time_limit=30,
-        worker_prefetch_multiplier=4,
+        task_time_limit=settings.task_time_limit_s,
+        task_soft_time_limit=max(1, settings.task_time_limit_s // 2),
+        worker_prefetch_multiplier=settings.worker_prefetch,
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         result_expires=settings.task_ttl_s,
         result_extended=False,
         broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
         broker_connection_timeout=2.0,
+        broker_heartbeat=10,
         broker_pool_limit=20,
         task_publish_retry=True,
-        task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
-        broker_transport_options={"visibility_timeout": 3600, "socket_timeout": 5, "socket_connect_timeout": 2},
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.3},
+        broker_transport_options=transport,
         result_backend_transport_options={
             "socket_timeout": 5,
             "socket_connect_timeout": 2,
@@ -45,6 +133,7 @@ def make_celery(settings: Settings) -> Celery:
         },
         redis_socket_timeout=5,
         redis_socket_connect_timeout=2,
+        redis_backend_health_check_interval=10,
         enable_utc=True,
     )
     return app

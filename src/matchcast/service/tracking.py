@@ -9,14 +9,61 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from matchcast.config import redact_text
+from matchcast.schemas import TaskStatus
+
 TASK_KEY = "matchcast:task:"
 WORKER_KEY = "matchcast:worker:"
 RESULT_KEY = "celery-task-meta-"
+CANCEL_KEY = "matchcast:cancel:"
+CALLBACK_KEY = "matchcast:callback:"
+IDEMPOTENCY_KEY = "matchcast:idem:"
 
 
 def task_key(task_id: str) -> str:
     """Redis key recording that ``task_id`` was issued."""
     return TASK_KEY + task_id
+
+
+def callback_key(task_id: str) -> str:
+    """Redis key holding a task's completion callback: its URL and delivery attempts."""
+    return CALLBACK_KEY + task_id
+
+
+def error_text(meta: dict[str, Any]) -> str:
+    """A one-line reason from a Celery failure record (URL passwords and API keys masked)."""
+    res = meta.get("result")
+    if isinstance(res, dict) and "exc_type" in res:
+        msg = res.get("exc_message")
+        if isinstance(msg, list | tuple):
+            msg = " ".join(str(m) for m in msg)
+        return redact_text(f"{res['exc_type']}: {msg}")
+    return redact_text(str(res))
+
+
+def exc_type_of(meta: dict[str, Any]) -> str | None:
+    """The exception type a Celery failure record names."""
+    res = meta.get("result")
+    return str(res.get("exc_type")) if isinstance(res, dict) and "exc_type" in res else None
+
+
+def status_of(task_id: str, meta: dict[str, Any] | None) -> TaskStatus:
+    """A task's status from its Celery result record (None: not started yet)."""
+    if meta is None:
+        return TaskStatus(task_id=task_id, status="PENDING")
+    state = meta.get("status", "PENDING")
+    if state == "SUCCESS":
+        return TaskStatus(task_id=task_id, status="SUCCESS", result=meta.get("result"))
+    if state == "FAILURE" and exc_type_of(meta) == "DeadLettered":
+        return TaskStatus(task_id=task_id, status="DEAD_LETTERED", error=error_text(meta))
+    if state in ("FAILURE", "REVOKED", "RETRY"):
+        return TaskStatus(task_id=task_id, status=state, error=error_text(meta))
+    return TaskStatus(task_id=task_id, status="STARTED" if state == "STARTED" else "PENDING")
+
+
+def cancel_key(task_id: str) -> str:
+    """Redis key asking workers not to start ``task_id``."""
+    return CANCEL_KEY + task_id
 
 
 class WorkerHeartbeat:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 
@@ -12,7 +13,7 @@ import numpy as np
 from matchcast.data.features import FEATURE_VERSION, compute_features
 from matchcast.data.store import MatchStore
 from matchcast.errors import InvalidInput
-from matchcast.model.predictor import Predictor, make_pipeline
+from matchcast.model.predictor import DEFAULT_C, Predictor, make_pipeline
 from matchcast.model.registry import ModelRegistry, code_version
 from matchcast.model.scoring import all_scores, outcome_index
 from matchcast.schemas import FEATURE_NAMES
@@ -73,18 +74,37 @@ def _held_out_season(store: MatchStore, ds: Dataset) -> str:
     return str(max(complete))
 
 
+TRAIN_STEPS = ("building the dataset", "fitting before the held-out season", "refitting on all results", "registering")
+
+
 def train(
-    store: MatchStore, registry: ModelRegistry, *, c: float = 0.05, alias: str | None = "champion"
+    store: MatchStore,
+    registry: ModelRegistry,
+    *,
+    c: float = DEFAULT_C,
+    alias: str | None = "champion",
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> TrainResult:
-    """Fit on seasons before the held-out one, score it, refit on all results, register, set ``alias``."""
+    """Fit on seasons before the held-out one, score it, refit on all results, register, set ``alias``.
+
+    ``progress(step, done, total)`` hears of each of ``TRAIN_STEPS`` as it starts, and of the end.
+    """
+
+    def step(n: int) -> None:
+        if progress:
+            progress(TRAIN_STEPS[n] if n < len(TRAIN_STEPS) else "done", n, len(TRAIN_STEPS))
+
+    step(0)
     ds = build_dataset(store)
     held = _held_out_season(store, ds)
     before, test = ds.seasons < held, ds.seasons == held
+    step(1)
     pipe = make_pipeline(c).fit(ds.x[before], ds.y[before])
     probs = Predictor.from_pipeline(pipe, FEATURE_NAMES).predict_proba(ds.x[test])
     scores = all_scores(probs, ds.y[test])
     uniform = all_scores(np.full((int(test.sum()), 3), 1 / 3), ds.y[test])
     metrics = {f"heldout_{k}": v for k, v in scores.items()} | {"heldout_uniform_rps": uniform["rps"]}
+    step(2)
     final = make_pipeline(c).fit(ds.x, ds.y)
     window = (min(ds.dates), max(ds.dates))
     tags = {
@@ -105,10 +125,12 @@ def train(
         "training_window_start": window[0].isoformat(),
         "training_window_end": window[1].isoformat(),
     }
+    step(3)
     version = registry.log_and_register(
         final, params=params, metrics=metrics, tags=tags, artifacts={"feature_names.json": list(FEATURE_NAMES)}
     )
     if alias:
         registry.set_alias(alias, version)
     log.info("trained version %s: held-out %s RPS %.4f (uniform %.4f)", version, held, scores["rps"], uniform["rps"])
+    step(len(TRAIN_STEPS))
     return TrainResult(version, held, metrics, len(ds.y), window, alias)

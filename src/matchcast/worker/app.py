@@ -15,7 +15,7 @@ from celery import signals
 from matchcast.config import ML_QUEUE, get_settings
 from matchcast.metrics import MODEL_LOADS
 from matchcast.service.prediction import PredictionService
-from matchcast.service.queue import make_celery
+from matchcast.service.queue import declare_topology, make_celery
 from matchcast.service.tracking import WorkerHeartbeat
 from matchcast.service.wiring import registry_for, store_for
 
@@ -23,17 +23,25 @@ log = logging.getLogger("matchcast.worker")
 settings = get_settings()
 app = make_celery(settings)
 app.conf.imports = ("matchcast.worker.tasks",)
+app.conf.worker_consumer = "matchcast.worker.consumer:DeadLetteringConsumer"
 
 _service: PredictionService | None = None
 _heartbeat_stop = threading.Event()
+_collector: Any = None
 
 
 def get_service() -> PredictionService:
-    """This process's service; created here only if the pool sent no ``worker_process_init``."""
+    """This process's service, switched to a new champion within ``MATCHCAST_MODEL_REFRESH_S`` of its promotion.
+
+    Created here only if the pool sent no ``worker_process_init``.
+    """
     global _service
     if _service is None:
         _init_service()
     assert _service is not None
+    switched = _service.refresh(settings.model_refresh_s)
+    if switched is not None:
+        MODEL_LOADS.labels(version=switched.version).inc()
     return _service
 
 
@@ -81,9 +89,18 @@ def _on_ready(sender: Any = None, **_: Any) -> None:
             beat.clear()
 
     threading.Thread(target=loop, name="matchcast-heartbeat", daemon=True).start()
+    with app.connection_for_write() as conn:
+        declare_topology(settings, conn)
+    from matchcast.worker.dead_letters import DeadLetterCollector
+
+    global _collector
+    _collector = DeadLetterCollector(app, settings)
+    _collector.start()
     log.info("worker_ready hostname=%s queue=%s", hostname, ML_QUEUE)
 
 
 @signals.worker_shutdown.connect
 def _on_shutdown(**_: Any) -> None:
     _heartbeat_stop.set()
+    if _collector is not None:
+        _collector.stop.set()

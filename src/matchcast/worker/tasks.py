@@ -1,26 +1,119 @@
-"""Tasks: decode, call the service, return JSON."""
+"""Tasks: decode, call the service, return JSON. Transient failures retry with backoff; the rest dead-letter."""
 
 from __future__ import annotations
 
+import logging
+import random
 import time
+from datetime import UTC, datetime
 from typing import Any
 
-from matchcast.config import PREDICT_TASK
-from matchcast.errors import InvalidInput, NotFound
-from matchcast.metrics import TASK_DURATION, TASKS
-from matchcast.worker.app import app, get_service
+import redis
+import sqlalchemy.exc
+from celery import Task
+from celery.exceptions import Ignore
+
+from matchcast.config import ML_QUEUE, PREDICT_TASK
+from matchcast.errors import InvalidInput, NotFound, ServiceUnavailable
+from matchcast.metrics import TASK_DURATION, TASK_QUEUE_WAIT, TASKS
+from matchcast.schemas import CallbackStatus
+from matchcast.service.callbacks import post_callback
+from matchcast.service.queue import BULK_TASK, CALLBACK_TASK
+from matchcast.service.tracking import callback_key, cancel_key, status_of
+from matchcast.worker.app import app, get_service, settings
+from matchcast.worker.dead_letters import publish_dead_letter
+
+log = logging.getLogger("matchcast.worker.tasks")
+
+# Failures that may pass if tried again a little later (a database or backend restarting, a network blip).
+TRANSIENT: tuple[type[BaseException], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+    ServiceUnavailable,
+)
 
 
-@app.task(name=PREDICT_TASK, acks_late=True, reject_on_worker_lost=True)
-def predict_match(payload: dict[str, Any]) -> dict[str, Any]:
+class PredictTask(Task):
+    """Bounded retries with exponential backoff and jitter; dead letter when given up on."""
+
+    autoretry_for = TRANSIENT
+    max_retries = settings.task_max_retries
+    retry_backoff = 1
+    retry_backoff_max = settings.task_retry_backoff_max_s
+    retry_jitter = True
+    acks_late = True
+    reject_on_worker_lost = True
+
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        """Unknown matches are ordinary answers; anything else is kept as a dead letter."""
+        if isinstance(exc, NotFound):
+            return
+        reason = "rejected" if isinstance(exc, InvalidInput) else "retries_exhausted"
+        publish_dead_letter(
+            self.app,
+            task_id=task_id,
+            task_name=self.name,
+            args=list(args),
+            reason=reason,
+            error=f"{type(exc).__name__}: {exc}",
+            attempts=int(self.request.retries or 0) + 1,
+        )
+
+    def after_return(self, status: str, retval: Any, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        """On a final state, deliver the completion callback (after dead-lettering has had a moment)."""
+        if status == "SUCCESS":
+            schedule_callback(task_id)
+        elif status == "FAILURE":
+            schedule_callback(task_id, countdown=2)
+
+
+def schedule_callback(task_id: str, countdown: float = 0) -> None:
+    """Queue the delivery of a task's completion callback, if it has one."""
+    try:
+        if not app.backend.client.exists(callback_key(task_id)):
+            return
+    except redis.exceptions.RedisError:
+        log.warning("could not check the callback of task_id=%s", task_id)
+        return
+    app.send_task(CALLBACK_TASK, args=[task_id], queue=ML_QUEUE, countdown=countdown or None)
+
+
+def _cancelled(task_id: str) -> bool:
+    try:
+        return bool(app.backend.client.exists(cancel_key(task_id)))
+    except redis.exceptions.RedisError:
+        return False
+
+
+@app.task(name=PREDICT_TASK, base=PredictTask, bind=True)
+def predict_match(self: PredictTask, payload: dict[str, Any]) -> dict[str, Any]:
     """Predict one match: ``{"match_id": N}`` or inline ``{"features": {...}, ...}``."""
+    task_id = self.request.id
+    if not self.request.retries and _cancelled(task_id):
+        TASKS.labels(outcome="cancelled").inc()
+        log.info("task_cancelled task_id=%s", task_id)
+        self.backend.mark_as_revoked(task_id, reason="cancelled")  # started was recorded on receipt
+        raise Ignore()
+    submitted = self.request.get("submitted_at")
+    if isinstance(submitted, int | float) and not self.request.retries:
+        TASK_QUEUE_WAIT.observe(max(0.0, time.time() - submitted))
     started = time.perf_counter()
     try:
         if not isinstance(payload, dict):
             raise InvalidInput("payload must be a JSON object")
         result = get_service().predict(payload)
-    except (InvalidInput, NotFound):
+    except NotFound:
+        TASKS.labels(outcome="not_found").inc()
+        raise
+    except InvalidInput:
         TASKS.labels(outcome="rejected").inc()
+        raise
+    except TRANSIENT:
+        TASKS.labels(outcome="retried" if self.request.retries < self.max_retries else "failed").inc()
         raise
     except Exception:
         TASKS.labels(outcome="failed").inc()
@@ -28,3 +121,79 @@ def predict_match(payload: dict[str, Any]) -> dict[str, Any]:
     TASKS.labels(outcome="succeeded").inc()
     TASK_DURATION.observe(time.perf_counter() - started)
     return result
+
+
+@app.task(name=CALLBACK_TASK, bind=True, max_retries=None, acks_late=True)
+def deliver_callback(self: Task, task_id: str) -> bool:
+    """POST a task's final status to its callback URL; retried with backoff up to the configured attempts."""
+    client = app.backend.client
+    raw = client.get(callback_key(task_id))
+    if not raw:
+        return False
+    callback = CallbackStatus.model_validate_json(raw)
+    if callback.delivered:
+        return True
+    meta = app.backend.get_task_meta(task_id)
+    status = status_of(task_id, meta if meta.get("status") != "PENDING" else None)
+    body = status.model_dump_json(exclude={"callback"}).encode()
+    attempt = post_callback(settings, callback.url, body, task_id=task_id, attempt=len(callback.attempts) + 1)
+    callback.attempts.append(attempt)
+    callback.delivered = attempt.status_code is not None and 200 <= attempt.status_code < 300
+    client.set(callback_key(task_id), callback.model_dump_json(), ex=settings.task_ttl_s)
+    log.info(
+        "callback task_id=%s attempt=%d status=%s error=%s",
+        task_id,
+        len(callback.attempts),
+        attempt.status_code,
+        attempt.error,
+    )
+    refused = (attempt.error or "").startswith("refused") or settings.callback_secret is None
+    if not callback.delivered and not refused and len(callback.attempts) < settings.callback_max_attempts:
+        delay = min(60.0, 2.0 ** len(callback.attempts)) * (0.5 + random.random())
+        raise self.retry(countdown=delay)
+    return callback.delivered
+
+
+def _store_results(results: dict[str, dict[str, Any]]) -> None:
+    """Store many successful results in one Redis round trip, in Celery's own format (and publish each)."""
+    backend = app.backend
+    done = datetime.now(UTC).isoformat()
+    with backend.client.pipeline(transaction=False) as pipe:
+        for task_id, result in results.items():
+            meta: dict[str, Any] = {
+                "status": "SUCCESS",
+                "result": result,
+                "traceback": None,
+                "children": [],
+                "date_done": done,
+                "task_id": task_id,
+            }
+            key, value = backend.get_key_for_task(task_id), backend.encode(meta)
+            pipe.setex(key, settings.task_ttl_s, value)
+            pipe.publish(key, value)
+        pipe.execute()
+
+
+@app.task(name=BULK_TASK, base=PredictTask, bind=True)
+def predict_matches(self: PredictTask, payload: dict[str, Any]) -> int:
+    """Predict a chunk of a batch submission in one vectorised pass; each match's result under its own task id."""
+    items = payload.get("items") if isinstance(payload, dict) else None
+    if not isinstance(items, list) or not all(
+        isinstance(i, list) and len(i) == 2 and isinstance(i[0], str) and isinstance(i[1], int) for i in items
+    ):
+        raise InvalidInput("payload must be {'items': [[task_id, match_id], ...]}")
+    started = time.perf_counter()
+    wanted = {task_id: match_id for task_id, match_id in items if not _cancelled(task_id)}
+    outcomes = get_service().predict_many(list(set(wanted.values())))
+    ok: dict[str, dict[str, Any]] = {}
+    for task_id, match_id in wanted.items():
+        outcome = outcomes[match_id]
+        if isinstance(outcome, Exception):
+            app.backend.mark_as_failure(task_id, outcome)
+            TASKS.labels(outcome="not_found").inc()
+        else:
+            ok[task_id] = outcome
+    _store_results(ok)
+    TASKS.labels(outcome="succeeded").inc(len(ok))
+    TASK_DURATION.observe(time.perf_counter() - started)
+    return len(ok)

@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Path, Query, Response, status
+from fastapi.responses import JSONResponse, PlainTextResponse
 from kombu import Connection
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
-from matchcast.api.deps import CatalogDep, DispatcherDep, SettingsDep
-from matchcast.config import ML_QUEUE, Settings
-from matchcast.metrics import QUEUE_DEPTH
-from matchcast.schemas import ErrorBody, Readiness, TaskStatus
+from matchcast.api.deps import CatalogDep, DispatcherDep, SettingsDep, StoreDep
+from matchcast.api.dispatch import queue_depth
+from matchcast.config import ML_QUEUE, Settings, redact_text, secrets_of
+from matchcast.data.dead_letters import DeadLetters
+from matchcast.metrics import DEAD_LETTERS, QUEUE_DEPTH, READINESS
+from matchcast.schemas import AsyncSubmitted, DeadLetterOut, DeadLetterPage, ErrorBody, Readiness, TaskStatus
+from matchcast.service.dead_letters import replayable_payload
 from matchcast.service.tracking import live_workers
 
 router = APIRouter(tags=["monitoring"])
@@ -31,6 +34,51 @@ async def task_status(task_id: TaskId, dispatcher: DispatcherDep) -> TaskStatus:
     return await dispatcher.status(task_id)
 
 
+@router.delete(
+    "/monitoring/task_status/{task_id}",
+    response_model=TaskStatus,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+)
+async def cancel_task(task_id: TaskId, dispatcher: DispatcherDep) -> TaskStatus:
+    """Cancel a queued task (it becomes ``REVOKED`` and never runs); a running or finished one gives 409."""
+    return await dispatcher.cancel(task_id)
+
+
+@router.get("/monitoring/dead_letters", response_model=DeadLetterPage)
+async def dead_letters(
+    store: StoreDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    include_replayed: bool = False,
+) -> DeadLetterPage:
+    """Tasks given up on, newest first: original arguments, reason, error, attempts."""
+    total, rows = await run_in_threadpool(
+        DeadLetters(store).list, limit=limit, offset=offset, include_replayed=include_replayed
+    )
+    if not include_replayed and offset == 0:
+        DEAD_LETTERS.set(total)
+    items = [DeadLetterOut.model_validate(r, from_attributes=True) for r in rows]
+    return DeadLetterPage(total=total, limit=limit, offset=offset, items=items)
+
+
+@router.post(
+    "/monitoring/dead_letters/{dead_letter_id}/replay",
+    response_model=AsyncSubmitted,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+)
+async def replay_dead_letter(
+    dead_letter_id: Annotated[int, Path(ge=1, le=2**31 - 1)], store: StoreDep, dispatcher: DispatcherDep
+) -> AsyncSubmitted:
+    """Submit a dead letter's original arguments again as a new task."""
+    letters = DeadLetters(store)
+    payload = await run_in_threadpool(replayable_payload, letters, dead_letter_id)
+    task_id = await dispatcher.submit(payload)
+    await run_in_threadpool(letters.mark_replayed, dead_letter_id, task_id)
+    return AsyncSubmitted(task_id=task_id, status_url=f"/monitoring/task_status/{task_id}")
+
+
 @router.get("/health")
 async def health() -> dict[str, str]:
     """The process is alive."""
@@ -40,12 +88,7 @@ async def health() -> dict[str, str]:
 def _broker_check(settings: Settings) -> tuple[int, int | None]:
     """Connect to the broker: (messages waiting in ``ml``, consumers when the broker can tell)."""
     with Connection(settings.resolved_broker_url(), connect_timeout=settings.readiness_timeout_s) as conn:
-        conn.ensure_connection(max_retries=1, timeout=settings.readiness_timeout_s)
-        if conn.transport.driver_type == "amqp":
-            _, depth, consumers = conn.default_channel.queue_declare(ML_QUEUE, passive=True)
-            return int(depth), int(consumers)
-        client = conn.default_channel.client
-        return int(client.llen(ML_QUEUE)), None
+        return queue_depth(settings, conn)
 
 
 @router.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}})
@@ -73,7 +116,8 @@ async def ready(settings: SettingsDep, dispatcher: DispatcherDep, catalog: Catal
         try:
             await asyncio.wait_for(check(), timeout)  # type: ignore[operator]
         except Exception as exc:
-            checks[name] = f"unavailable: {type(exc).__name__}: {str(exc)[:200]}"
+            # Exception texts may quote a URL: redacted (passwords, keys) before they are shown.
+            checks[name] = f"unavailable: {type(exc).__name__}: {redact_text(str(exc), secrets_of(settings))[:200]}"
 
     await asyncio.gather(run("broker", broker), run("result_backend", backend), run("registry", registry))
     workers: list[dict[str, object]] = []
@@ -90,11 +134,13 @@ async def ready(settings: SettingsDep, dispatcher: DispatcherDep, catalog: Catal
         else:
             checks["worker"] = f"unavailable: no worker is consuming {ML_QUEUE}"
     missing = sorted(k for k, v in checks.items() if not v.startswith("ok"))
+    for name in checks:
+        READINESS.labels(check=name).set(0 if name in missing else 1)
     body = Readiness(ready=not missing, checks=checks, missing=missing)
     return JSONResponse(body.model_dump(), status_code=503 if missing else 200)
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def metrics() -> Response:
     """Prometheus exposition of this API process."""
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -6,15 +6,19 @@ import time
 from datetime import date
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Header, Query, status
 from starlette.concurrency import run_in_threadpool
 
-from matchcast.api.deps import CatalogDep, DispatcherDep, SettingsDep, StoreDep
-from matchcast.errors import MatchNotFound, PredictionTimeout
+from matchcast.api.deps import CatalogDep, DispatcherDep, MatchesDep, SettingsDep, StoreDep
+from matchcast.data.features import FEATURE_VERSION
+from matchcast.errors import InvalidInput, MatchNotFound, NotFound, PredictionTimeout
 from matchcast.metrics import PREDICTION_LATENCY, PREDICTION_REQUESTS, PREDICTION_TIMEOUTS
 from matchcast.schemas import (
     AsyncPredictionRequest,
     AsyncSubmitted,
+    BatchPredictionRequest,
+    BatchSubmitted,
+    BatchTask,
     ErrorBody,
     InlinePredictionRequest,
     MatchOut,
@@ -22,17 +26,32 @@ from matchcast.schemas import (
     ModelInfo,
     Prediction,
 )
+from matchcast.service.callbacks_policy import check_callback_url_for
 
 router = APIRouter(prefix="/predict", tags=["predict"])
 MatchId = Annotated[int, Query(ge=1, le=2**31 - 1)]
 _ERR = {"model": ErrorBody}
 
 
-async def _sync(dispatcher: DispatcherDep, settings: SettingsDep, payload: dict[str, object]) -> Prediction:
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Repeat a request safely: the same key and body reuse the first request's task",
+    ),
+]
+
+
+async def _sync(
+    dispatcher: DispatcherDep, settings: SettingsDep, payload: dict[str, object], idempotency_key: str | None = None
+) -> Prediction:
     PREDICTION_REQUESTS.labels(source="sync").inc()
     started = time.perf_counter()
     try:
-        result = await dispatcher.predict(payload, timeout=settings.sync_timeout_s)
+        result = await dispatcher.predict(payload, timeout=settings.sync_timeout_s, idempotency_key=idempotency_key)
     except PredictionTimeout:
         PREDICTION_TIMEOUTS.inc()
         raise
@@ -40,8 +59,8 @@ async def _sync(dispatcher: DispatcherDep, settings: SettingsDep, payload: dict[
     return Prediction.model_validate(result)
 
 
-async def _require_match(store: StoreDep, match_id: int) -> None:
-    if await run_in_threadpool(store.get, match_id) is None:
+async def _require_match(matches: MatchesDep, match_id: int) -> None:
+    if not matches.quick(match_id) and not await run_in_threadpool(matches.contains, match_id):
         raise MatchNotFound(match_id)
 
 
@@ -62,6 +81,15 @@ async def upcoming_matches(
     return MatchPage(total=total, limit=limit, offset=offset, items=items)
 
 
+@router.get("/matches/{match_id}", response_model=MatchOut, responses={404: _ERR})
+async def stored_match(match_id: int, store: StoreDep) -> MatchOut:
+    """One stored match, read-only, with its score and result (H, D or A) once known."""
+    row = await run_in_threadpool(store.get, match_id) if 1 <= match_id <= 2**31 - 1 else None
+    if row is None:
+        raise MatchNotFound(match_id)
+    return MatchOut.model_validate(row, from_attributes=True)
+
+
 @router.get("/model/info", response_model=ModelInfo, responses={404: _ERR, 503: _ERR})
 async def model_info(catalog: CatalogDep) -> ModelInfo:
     """Registry metadata of the model that serves."""
@@ -69,31 +97,77 @@ async def model_info(catalog: CatalogDep) -> ModelInfo:
 
 
 @router.post("/", response_model=Prediction, responses={422: _ERR, 413: _ERR, 503: _ERR, 504: _ERR})
-async def predict_inline(body: InlinePredictionRequest, dispatcher: DispatcherDep, settings: SettingsDep) -> Prediction:
+async def predict_inline(
+    body: InlinePredictionRequest,
+    dispatcher: DispatcherDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Prediction:
     """Predict from features given inline; waits up to the sync timeout."""
-    return await _sync(dispatcher, settings, body.model_dump(mode="json"))
+    return await _sync(dispatcher, settings, body.model_dump(mode="json"), idempotency_key)
 
 
 @router.post(
     "/async/",
     response_model=AsyncSubmitted,
     status_code=status.HTTP_202_ACCEPTED,
-    responses={404: _ERR, 422: _ERR, 503: _ERR},
+    responses={404: _ERR, 422: _ERR, 429: _ERR, 503: _ERR},
 )
 async def predict_async(
-    body: AsyncPredictionRequest, request: Request, dispatcher: DispatcherDep, store: StoreDep
+    body: AsyncPredictionRequest,
+    dispatcher: DispatcherDep,
+    matches: MatchesDep,
+    catalog: CatalogDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> AsyncSubmitted:
-    """Queue a prediction of a stored match; poll ``status_url`` for the result."""
-    await _require_match(store, body.match_id)
-    task_id = await dispatcher.submit({"match_id": body.match_id})
+    """Queue a prediction of a stored match; poll ``status_url`` for the result.
+
+    Idempotent: while a task for the same match, model version and feature version is queued, running or done,
+    the same ``task_id`` comes back and the model does not run again.
+    """
+    await _require_match(matches, body.match_id)
+    model = await run_in_threadpool(catalog.info)
+    key = idempotency_key or f"match:{body.match_id}:{model.version}:{FEATURE_VERSION}"
+    if body.callback_url is not None:
+        if settings.callback_secret is None:
+            raise InvalidInput("callbacks are off: set MATCHCAST_CALLBACK_SECRET to sign them")
+        await run_in_threadpool(check_callback_url_for, settings, body.callback_url)
+    task_id = await dispatcher.submit({"match_id": body.match_id}, idempotency_key=key, callback_url=body.callback_url)
     PREDICTION_REQUESTS.labels(source="async").inc()
     return AsyncSubmitted(task_id=task_id, status_url=f"/monitoring/task_status/{task_id}")
 
 
+@router.post(
+    "/async/batch",
+    response_model=BatchSubmitted,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={404: _ERR, 422: _ERR, 429: _ERR, 503: _ERR},
+)
+async def predict_async_batch(
+    body: BatchPredictionRequest, dispatcher: DispatcherDep, store: StoreDep
+) -> BatchSubmitted:
+    """Queue up to 1,000 stored matches (e.g. a whole matchday); workers predict them in vectorised chunks.
+
+    All or nothing: if any match id is unknown, nothing is queued and 404 names them.
+    """
+    wanted = list(dict.fromkeys(body.match_ids))
+    known = await run_in_threadpool(store.existing, wanted)
+    unknown = [m for m in wanted if m not in known]
+    if unknown:
+        raise NotFound(f"unknown match ids (nothing was queued): {unknown[:20]}")
+    ids = await dispatcher.submit_batch(wanted)
+    PREDICTION_REQUESTS.labels(source="async").inc(len(ids))
+    tasks = [BatchTask(match_id=m, task_id=t, status_url=f"/monitoring/task_status/{t}") for m, t in ids.items()]
+    return BatchSubmitted(count=len(tasks), tasks=tasks)
+
+
 @router.get("/{match_id}", response_model=Prediction, responses={404: _ERR, 503: _ERR, 504: _ERR})
-async def predict_match(match_id: int, dispatcher: DispatcherDep, settings: SettingsDep, store: StoreDep) -> Prediction:
+async def predict_match(
+    match_id: int, dispatcher: DispatcherDep, settings: SettingsDep, matches: MatchesDep
+) -> Prediction:
     """Predict a stored match from its precomputed features; waits up to the sync timeout."""
     if not 1 <= match_id <= 2**31 - 1:
         raise MatchNotFound(match_id)
-    await _require_match(store, match_id)
+    await _require_match(matches, match_id)
     return await _sync(dispatcher, settings, {"match_id": match_id})

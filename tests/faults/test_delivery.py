@@ -1,0 +1,421 @@
+"""Fault suite: kill workers, stop the broker and the result backend, send poison; count what is lost.
+
+Every test runs against a RabbitMQ node and Redis databases of its own; the machine's services are untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from kombu import Connection, Exchange, Producer
+
+from matchcast.config import Settings
+from matchcast.service.wiring import store_for
+from tests.faults.conftest import (
+    OwnRabbit,
+    OwnRedis,
+    StartWorker,
+    api,
+    fault_settings,
+    kill_worker,
+    succeeded_ids,
+    wait_terminal,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+REPORT = Path(os.environ.get("MATCHCAST_FAULT_REPORT", "test-artifacts/fault-report.json"))
+
+
+def report(name: str, figures: dict[str, object]) -> None:
+    """Print figures and keep them for the README."""
+    print(f"\n[fault] {name}: {json.dumps(figures)}")
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    data = json.loads(REPORT.read_text()) if REPORT.exists() else {}
+    data[name] = figures
+    REPORT.write_text(json.dumps(data, indent=2))
+
+
+def match_ids(settings: Settings, n: int, skip: int = 0) -> list[int]:
+    """``n`` stored match ids; tests take disjoint ranges (``skip``) because async submission is idempotent."""
+    ids = [m.match_id for m in store_for(settings).all_matches()]
+    return ids[len(ids) - skip - n : len(ids) - skip]
+
+
+def backend(redis_db: int) -> str:
+    return f"redis://127.0.0.1:6379/{redis_db}"
+
+
+def test_flood_with_worker_killed_and_broker_restarted(
+    trained_home: Path, own_rabbit: OwnRabbit, fresh_vhost: str, redis_db: int, start_worker: StartWorker
+) -> None:
+    settings = fault_settings(trained_home, fresh_vhost, backend(redis_db), max_backlog=100_000)
+    first = start_worker(settings, "flood-a")
+    accepted: list[str] = []
+    refused: dict[int, int] = {}
+    recovery_s = None
+    with api(settings) as client:
+        ids = match_ids(settings, 1000)
+
+        def submit(i: int) -> None:
+            r = client.post("/predict/async/", json={"match_id": ids[i]})
+            if r.status_code == 202:
+                accepted.append(r.json()["task_id"])
+            else:
+                assert r.status_code in (429, 503), r.text  # refused clearly, never a 500
+                refused[r.status_code] = refused.get(r.status_code, 0) + 1
+
+        for i in range(300):
+            submit(i)
+        kill_worker(first)  # SIGKILL mid-flood: what it had reserved must come back
+        for i in range(300, 600):
+            submit(i)
+        own_rabbit.stop_app()
+        down_started = time.monotonic()
+        for i in range(600, 650):
+            t0 = time.monotonic()
+            submit(i)
+            assert time.monotonic() - t0 < 2.5  # no hang while the broker is away
+        own_rabbit.start_app()
+        back = time.monotonic()
+        for i in range(650, 1000):
+            before = len(accepted)
+            submit(i)
+            if recovery_s is None and len(accepted) > before:
+                recovery_s = round(time.monotonic() - back, 2)
+        start_worker(settings, "flood-b")
+        final = wait_terminal(client, accepted, timeout=240)
+    states: dict[str, int] = {}
+    for t in accepted:
+        s = str(final.get(t, {}).get("status", "LOST"))
+        states[s] = states.get(s, 0) + 1
+    lost = len(accepted) - states.get("SUCCESS", 0) - states.get("DEAD_LETTERED", 0)
+    report(
+        "flood_kill_restart",
+        {
+            "submitted": 1000,
+            "accepted": len(accepted),
+            "refused": refused,
+            "states": states,
+            "lost": lost,
+            "broker_down_s": round(back - down_started, 2),
+            "recovery_s": recovery_s,
+        },
+    )
+    assert len(accepted) >= 900 and refused.get(503, 0) >= 1
+    assert lost == 0, states
+
+
+def test_transient_failures_retry_then_dead_letter_then_replay(
+    trained_home: Path, fresh_vhost: str, redis_db: int, start_worker: StartWorker
+) -> None:
+    good = fault_settings(trained_home, fresh_vhost, backend(redis_db))
+    # A worker whose database is unreachable: every prediction fails with a transient error.
+    broken = fault_settings(
+        trained_home,
+        fresh_vhost,
+        backend(redis_db),
+        task_max_retries=2,
+        database_url="postgresql+psycopg://nobody@127.0.0.1:1/none",
+    )
+    bad = start_worker(broken, "nodb")
+    with api(good) as client:
+        match_id = match_ids(good, 1, skip=1000)[0]
+        task_id = client.post("/predict/async/", json={"match_id": match_id}).json()["task_id"]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "dead_lettered task_id=" + task_id not in bad.log.read_text():
+            time.sleep(0.5)
+        assert "dead_lettered task_id=" + task_id in bad.log.read_text(), bad.log.read_text()[-3000:]
+        assert bad.log.read_text().count(f"Task predict_match[{task_id}] retry") == 2
+        bad.stop()
+        start_worker(good, "healthy")  # its collector stores the dead letter the broken one could not
+        status: dict[str, object] = {}
+        for _ in range(60):
+            status = client.get(f"/monitoring/task_status/{task_id}").json()
+            if status["status"] == "DEAD_LETTERED":
+                break
+            time.sleep(0.5)
+        assert status["status"] == "DEAD_LETTERED" and "OperationalError" in str(status["error"])
+        letters = client.get("/monitoring/dead_letters").json()
+        mine = [d for d in letters["items"] if d["task_id"] == task_id]
+        assert len(mine) == 1
+        letter = mine[0]
+        assert (letter["reason"], letter["attempts"], letter["args"]) == (
+            "retries_exhausted",
+            3,
+            [{"match_id": match_id}],
+        )
+        replay = client.post(f"/monitoring/dead_letters/{letter['id']}/replay")
+        assert replay.status_code == 202
+        final = wait_terminal(client, [replay.json()["task_id"]], timeout=30)
+        assert final[replay.json()["task_id"]]["status"] == "SUCCESS"
+        again = client.post(f"/monitoring/dead_letters/{letter['id']}/replay")
+        assert again.status_code == 409
+    report(
+        "retry_dead_letter_replay", {"attempts": letter["attempts"], "reason": letter["reason"], "replayed": "SUCCESS"}
+    )
+
+
+def test_poison_messages_are_dead_lettered_never_run(
+    trained_home: Path, fresh_vhost: str, redis_db: int, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    settings = fault_settings(trained_home, fresh_vhost, backend(redis_db))
+    w = start_worker(settings, "poison")
+    marker = tmp_path / "pwned"
+
+    class Boom:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (os.system, (f"touch {marker}",))
+
+    headers = {"lang": "py", "task": "predict_match", "id": "poison-pickle", "retries": 0}
+    with Connection(fresh_vhost) as conn:
+        producer = Producer(conn.default_channel, exchange=Exchange("ml", type="topic"), routing_key="ml")
+        producer.publish(
+            pickle.dumps(((), {"payload": Boom()}, {})),
+            content_type="application/x-python-serialize",
+            content_encoding="binary",
+            headers=headers,
+        )
+        producer.publish(
+            b"{not json",
+            content_type="application/json",
+            content_encoding="utf-8",
+            headers={**headers, "id": "poison-garbage"},
+        )
+        producer.publish(
+            json.dumps([[{"match_id": 1}], {}, {}]),
+            content_type="application/json",
+            content_encoding="utf-8",
+            headers={**headers, "id": "poison-unknown", "task": "os.system"},
+        )
+    with api(settings) as client:
+        reasons: dict[str, str] = {}
+        for _ in range(60):
+            items = client.get("/monitoring/dead_letters").json()["items"]
+            reasons = {d["task_id"]: d["reason"] for d in items}
+            if {"poison-pickle", "poison-garbage", "poison-unknown"} <= set(reasons):
+                break
+            time.sleep(0.5)
+        assert reasons.get("poison-pickle") == "undecodable"
+        assert reasons.get("poison-garbage") == "undecodable"
+        assert reasons.get("poison-unknown") == "unknown_task"
+        assert not marker.exists()
+        # The worker is alive and still serves.
+        assert client.get(f"/predict/{match_ids(settings, 1)[0]}").status_code == 200
+    assert w.proc.poll() is None
+
+
+def test_fifty_identical_submissions_run_once(
+    trained_home: Path, fresh_vhost: str, redis_db: int, start_worker: StartWorker
+) -> None:
+    settings = fault_settings(trained_home, fresh_vhost, backend(redis_db))
+    w = start_worker(settings, "idem")
+    with api(settings) as client:
+        match_id = match_ids(settings, 1, skip=1001)[0]
+        barrier = threading.Barrier(50)
+
+        def submit(_: int) -> str:
+            barrier.wait()
+            r = client.post("/predict/async/", json={"match_id": match_id})
+            assert r.status_code == 202
+            return str(r.json()["task_id"])
+
+        with ThreadPoolExecutor(50) as pool:
+            ids = set(pool.map(submit, range(50)))
+        assert len(ids) == 1
+        task_id = ids.pop()
+        assert wait_terminal(client, [task_id], 30)[task_id]["status"] == "SUCCESS"
+        # Done tasks are reused too; an inline Idempotency-Key shares one execution likewise.
+        assert client.post("/predict/async/", json={"match_id": match_id}).json()["task_id"] == task_id
+        time.sleep(1)
+    executed = succeeded_ids(w.log)
+    assert executed.count(task_id) == 1
+    report("idempotency", {"concurrent_submissions": 50, "distinct_task_ids": 1, "executions": executed.count(task_id)})
+
+
+def test_two_workers_share_the_queue_without_duplicates(
+    trained_home: Path, fresh_vhost: str, redis_db: int, start_worker: StartWorker
+) -> None:
+    settings = fault_settings(trained_home, fresh_vhost, backend(redis_db))
+    a = start_worker(settings, "host-a", concurrency=1)
+    b = start_worker(settings, "host-b", concurrency=1)
+    with api(settings) as client:
+        tasks = [
+            client.post("/predict/async/", json={"match_id": m}).json()["task_id"]
+            for m in match_ids(settings, 300, skip=1100)
+        ]
+        final = wait_terminal(client, tasks, 60)
+        assert all(final[t]["status"] == "SUCCESS" for t in tasks)
+    time.sleep(0.5)
+    ran_a, ran_b = succeeded_ids(a.log), succeeded_ids(b.log)
+    assert ran_a and ran_b, "both workers take work"
+    assert len(ran_a) + len(ran_b) == len(set(ran_a) | set(ran_b)) == 300
+    report("two_workers", {"tasks": 300, "worker_a": len(ran_a), "worker_b": len(ran_b), "duplicates": 0})
+
+
+def test_abandoned_sync_task_and_cancelled_task_never_run(
+    trained_home: Path, fresh_vhost: str, redis_db: int, start_worker: StartWorker
+) -> None:
+    settings = fault_settings(trained_home, fresh_vhost, backend(redis_db), sync_timeout_s=1.0)
+    with api(settings) as client:
+        ids = match_ids(settings, 3, skip=1400)
+        r = client.get(f"/predict/{ids[0]}")
+        assert r.status_code == 504
+        abandoned = r.json()["detail"].rsplit("task ", 1)[1].rstrip(")")
+        queued = client.post("/predict/async/", json={"match_id": ids[1]}).json()["task_id"]
+        cancel = client.delete(f"/monitoring/task_status/{queued}")
+        assert cancel.status_code == 202 and cancel.json()["status"] == "REVOKED"
+        assert client.delete("/monitoring/task_status/0b6f5b1e-0000-4000-8000-000000000000").status_code == 404
+        time.sleep(1.2)  # let the abandoned task's deadline pass before any worker exists
+        w = start_worker(settings, "late")
+        control = client.post("/predict/async/", json={"match_id": ids[2]}).json()["task_id"]
+        final = wait_terminal(client, [abandoned, queued, control], 30)
+        assert final[control]["status"] == "SUCCESS"
+        assert final[queued]["status"] == "REVOKED"
+        assert final[abandoned]["status"] == "REVOKED"
+        assert client.delete(f"/monitoring/task_status/{control}").status_code == 409
+    ran = succeeded_ids(w.log)
+    assert abandoned not in ran and queued not in ran and control in ran
+
+
+def test_backlog_limit_answers_429(trained_home: Path, fresh_vhost: str, redis_db: int) -> None:
+    settings = fault_settings(trained_home, fresh_vhost, backend(redis_db), max_backlog=5, backlog_sample_s=0.1)
+    with api(settings) as client:
+        codes = []
+        for m in match_ids(settings, 12, skip=1410):
+            codes.append(client.post("/predict/async/", json={"match_id": m}))
+            time.sleep(0.15)
+        statuses = [r.status_code for r in codes]
+        assert statuses[:5] == [202] * 5 and 429 in statuses
+        refused = next(r for r in codes if r.status_code == 429)
+        assert refused.json()["type"] == "overloaded" and int(refused.headers["retry-after"]) > 0
+
+
+def test_broker_outage_gives_fast_503_and_recovers(
+    trained_home: Path, own_rabbit: OwnRabbit, fresh_vhost: str, redis_db: int, start_worker: StartWorker
+) -> None:
+    settings = fault_settings(trained_home, fresh_vhost, backend(redis_db), sync_timeout_s=5)
+    start_worker(settings, "outage")
+    with api(settings) as client:
+        match_id = match_ids(settings, 1)[0]
+        assert client.get(f"/predict/{match_id}").status_code == 200
+        own_rabbit.stop_app()
+        try:
+            timings = []
+            for call in (
+                lambda: client.get(f"/predict/{match_id}"),
+                lambda: client.post("/predict/async/", json={"match_id": match_ids(settings, 1, skip=1430)[0]}),
+            ):
+                t0 = time.monotonic()
+                r = call()
+                timings.append(time.monotonic() - t0)
+                assert r.status_code == 503 and r.json()["missing"] == ["broker"] and r.headers["retry-after"]
+            ready = client.get("/ready")
+            assert ready.status_code == 503 and "broker" in ready.json()["missing"]
+        finally:
+            own_rabbit.start_app()
+        t0 = time.monotonic()
+        recovered = None
+        while time.monotonic() - t0 < 60:
+            if client.get(f"/predict/{match_id}").status_code == 200:
+                recovered = time.monotonic() - t0
+                break
+            time.sleep(0.5)
+    report(
+        "broker_outage",
+        {
+            "sync_503_s": round(timings[0], 3),
+            "async_503_s": round(timings[1], 3),
+            "recovery_s": None if recovered is None else round(recovered, 2),
+        },
+    )
+    assert max(timings) < 1.0, timings
+    assert recovered is not None
+
+
+def test_result_backend_outage_gives_503(
+    trained_home: Path, fresh_vhost: str, own_redis: OwnRedis, start_worker: StartWorker
+) -> None:
+    settings = fault_settings(trained_home, fresh_vhost, own_redis.url, sync_timeout_s=5)
+    start_worker(settings, "backend")
+    with api(settings) as client:
+        match_id = match_ids(settings, 1)[0]
+        assert client.get(f"/predict/{match_id}").status_code == 200
+        task = client.post("/predict/async/", json={"match_id": match_id}).json()["task_id"]
+        own_redis.stop()
+        for r in (
+            client.get(f"/predict/{match_id}"),
+            client.post("/predict/async/", json={"match_id": match_id}),
+            client.get(f"/monitoring/task_status/{task}"),
+        ):
+            assert r.status_code == 503 and r.json()["missing"] == ["result_backend"], r.text
+        assert "result_backend" in client.get("/ready").json()["missing"]
+        own_redis.start()
+        t0 = time.monotonic()
+        ok = False
+        while time.monotonic() - t0 < 60 and not ok:
+            ok = client.get(f"/predict/{match_id}").status_code == 200
+            time.sleep(0.5)
+        assert ok
+    report("backend_outage", {"recovered_s": round(time.monotonic() - t0, 2)})
+
+
+def test_completion_callback_is_signed_retried_and_visible(
+    trained_home: Path, fresh_vhost: str, redis_db: int, start_worker: StartWorker
+) -> None:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from matchcast.service.callbacks import SIGNATURE_HEADER, verify
+
+    received: list[tuple[bytes, dict[str, str]]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((body, dict(self.headers)))
+            self.send_response(500 if len(received) == 1 else 204)  # the first delivery fails
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    secret = "test-secret-for-hmac"
+    settings = fault_settings(
+        trained_home, fresh_vhost, backend(redis_db), callback_secret=secret, callback_allow_private=True
+    )
+    start_worker(settings, "callbacks")
+    try:
+        with api(settings) as client:
+            match_id = match_ids(settings, 1, skip=1440)[0]
+            url = f"http://127.0.0.1:{server.server_port}/hook"
+            task_id = client.post("/predict/async/", json={"match_id": match_id, "callback_url": url}).json()["task_id"]
+            status: dict[str, object] = {}
+            for _ in range(80):
+                status = client.get(f"/monitoring/task_status/{task_id}").json()
+                if status.get("callback") and status["callback"]["delivered"]:  # type: ignore[index]
+                    break
+                time.sleep(0.25)
+            callback = status["callback"]
+            assert callback["delivered"] is True  # type: ignore[index]
+            assert [a["status_code"] for a in callback["attempts"]] == [500, 204]  # type: ignore[index]
+            body, headers = received[-1]
+            assert verify(secret, body, headers[SIGNATURE_HEADER])
+            assert not verify("another-secret", body, headers[SIGNATURE_HEADER])
+            sent = json.loads(body)
+            assert sent["task_id"] == task_id and sent["status"] == "SUCCESS"
+            assert sent["result"]["match_id"] == match_id
+            refused = client.post(
+                "/predict/async/", json={"match_id": match_id, "callback_url": "http://169.254.169.254/latest"}
+            )
+            assert refused.status_code == 422 and refused.json()["type"] == "callback_url_refused"
+    finally:
+        server.shutdown()
+    report("callbacks", {"attempts": len(callback["attempts"]), "delivered": True})  # type: ignore[index]

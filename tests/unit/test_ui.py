@@ -1,0 +1,445 @@
+"""The Streamlit pages against a fake API (httpx.MockTransport), driven by streamlit.testing's AppTest."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from matchcast.api.app import create_app
+from matchcast.config import Settings
+from matchcast.ui.client import ApiClient, ApiError, UiConfig
+from matchcast.ui.history import PredictionLog, results_so_far, score
+
+APP = Path(__file__).resolve().parents[2] / "src" / "matchcast" / "ui" / "app.py"
+BASE = "http://api.test"
+
+
+def _openapi() -> dict[str, Any]:
+    spec: dict[str, Any] = create_app(Settings(home=Path("/nonexistent"))).openapi()
+    return spec
+
+
+OPENAPI = _openapi()
+
+
+class FakeApi:
+    """Just enough of the API, with knobs for failures; every request it sees is kept in ``calls``."""
+
+    def __init__(self) -> None:
+        # Friday 10 to Sunday 12 April (nine matches), then three on Tuesday 14 April, a week later.
+        days = [10] * 4 + [11] * 3 + [12] * 2 + [14] * 3
+        self.matches = [
+            {
+                "match_id": 100 + i,
+                "league": ("premier-league", "serie-a")[i % 2],
+                "season": "2025/26",
+                "date": date(2026, 4, days[i]).isoformat(),
+                "home_team": f"Home {i}",
+                "away_team": f"Away {i}",
+                "home_goals": None,
+                "away_goals": None,
+                "result": None,
+            }
+            for i in range(12)
+        ]
+        self.results: dict[int, tuple[int, int, str]] = {}
+        self.sync_errors: dict[int, tuple[int, dict[str, Any]]] = {}
+        self.submit_errors: dict[int, tuple[int, dict[str, Any]]] = {}
+        self.task_failures: dict[int, str] = {}
+        self.pending_polls = 2
+        self.polls: Counter[str] = Counter()
+        self.tasks: dict[str, int] = {}
+        self.calls: list[httpx.Request] = []
+
+    def prediction(self, match_id: int | None, **labels: Any) -> dict[str, Any]:
+        p = 0.3 + (match_id or 0) % 7 / 50
+        m = next((x for x in self.matches if x["match_id"] == match_id), {})
+        return {
+            "match_id": match_id,
+            "league": m.get("league"),
+            "home_team": labels.get("home_team", m.get("home_team")),
+            "away_team": labels.get("away_team", m.get("away_team")),
+            "date": m.get("date"),
+            "probabilities": {"home": p + 0.2, "draw": 0.25, "away": round(1 - p - 0.45, 10)},
+            "model_name": "matchcast",
+            "model_version": "7",
+            "feature_version": "v1-test",
+            "predicted_at": "2026-04-01T10:00:00Z",
+        }
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.calls.append(request)
+        path, q = request.url.path, request.url.params
+        if path == "/openapi.json":
+            return httpx.Response(200, json=OPENAPI)
+        if path == "/predict/matches/":
+            items = [
+                m
+                for m in self.matches
+                if (not q.get("league") or m["league"] == q["league"])
+                and (not q.get("from") or m["date"] >= q["from"])
+                and (not q.get("to") or m["date"] <= q["to"])
+                and m["match_id"] not in self.results
+            ]
+            lim, off = int(q.get("limit", 50)), int(q.get("offset", 0))
+            return httpx.Response(
+                200, json={"total": len(items), "limit": lim, "offset": off, "items": items[off : off + lim]}
+            )
+        if path.startswith("/predict/matches/"):
+            mid = int(path.rsplit("/", 1)[1])
+            m = next((dict(x) for x in self.matches if x["match_id"] == mid), None)
+            if m is None:
+                return httpx.Response(404, json={"type": "match_not_found", "detail": f"no match with match_id={mid}"})
+            if mid in self.results:
+                m["home_goals"], m["away_goals"], m["result"] = self.results[mid]
+            return httpx.Response(200, json=m)
+        if path == "/predict/model/info":
+            return httpx.Response(
+                200,
+                json={
+                    "name": "matchcast",
+                    "version": "7",
+                    "alias": "champion",
+                    "run_id": "abc123",
+                    "created_at": "2026-04-01T09:00:00Z",
+                    "training_window": {"start": "1994-07-28", "end": "2026-03-22", "held_out_season": "2024/25"},
+                    "feature_names": [],
+                    "feature_version": "v1-test",
+                    "metrics": {"heldout_rps": 0.1999, "heldout_accuracy": 0.52},
+                },
+            )
+        if path == "/predict/" and request.method == "POST":
+            body = json.loads(request.content)
+            return httpx.Response(200, json=self.prediction(None, **{k: body[k] for k in body if k != "features"}))
+        if path == "/predict/async/":
+            mid = json.loads(request.content)["match_id"]
+            if mid in self.submit_errors:
+                code, body = self.submit_errors[mid]
+                return httpx.Response(code, json=body)
+            tid = f"task-{mid}"
+            self.tasks[tid] = mid
+            return httpx.Response(
+                202, json={"task_id": tid, "status": "submitted", "status_url": f"/monitoring/task_status/{tid}"}
+            )
+        if path.startswith("/monitoring/task_status/"):
+            tid = path.rsplit("/", 1)[1]
+            mid = self.tasks[tid]
+            self.polls[tid] += 1
+            if self.polls[tid] <= self.pending_polls:
+                return httpx.Response(200, json={"task_id": tid, "status": "PENDING", "result": None, "error": None})
+            if mid in self.task_failures:
+                body = {"task_id": tid, "status": "FAILURE", "result": None, "error": self.task_failures[mid]}
+                return httpx.Response(200, json=body)
+            body = {"task_id": tid, "status": "SUCCESS", "result": self.prediction(mid), "error": None}
+            return httpx.Response(200, json=body)
+        if path.startswith("/predict/"):
+            mid = int(path.rsplit("/", 1)[1])
+            if mid in self.sync_errors:
+                code, body = self.sync_errors[mid]
+                return httpx.Response(code, json=body)
+            return httpx.Response(200, json=self.prediction(mid))
+        return httpx.Response(404, json={"type": "not_found", "detail": "Not Found"})
+
+
+def run_page(name: str, client: object, home: object) -> None:
+    """The AppTest script: one page of the UI with a given client (AppTest passes the arguments in).
+
+    Its source runs alone, so its annotations name only builtins.
+    """
+    from matchcast.ui import pages
+    from matchcast.ui.history import PredictionLog
+
+    pages.PAGES[name](pages.Ui(client=client, log=PredictionLog(home), home=home, poll_s=0.01))
+
+
+@pytest.fixture
+def api() -> FakeApi:
+    return FakeApi()
+
+
+def page(name: str, api: FakeApi, home: Path, api_key: str | None = None) -> AppTest:
+    client = ApiClient(BASE, api_key=api_key, transport=httpx.MockTransport(api))
+    return AppTest.from_function(run_page, args=(name, client, home), default_timeout=20)
+
+
+def texts(at: AppTest) -> str:
+    parts = [e.value for e in (*at.markdown, *at.caption, *at.title, *at.subheader, *at.info, *at.warning)]
+    return "\n".join(str(p) for p in parts)
+
+
+# --- Upcoming ----------------------------------------------------------------------------------------------------
+
+
+def test_upcoming_filters_predicts_and_records(api: FakeApi, tmp_path: Path) -> None:
+    at = page("upcoming", api, tmp_path).run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="up_league").options == ["All leagues", "premier-league", "serie-a"]
+    # Default window: the first upcoming date and six days on; every match of the fake store falls in it.
+    assert len(at.selectbox(key="up_match").options) == 12
+    at.selectbox(key="up_league").select("serie-a").run()
+    listing = [r for r in api.calls if r.url.path == "/predict/matches/"][-1]
+    assert listing.url.params["league"] == "serie-a" and listing.url.params["from"] == "2026-04-10"
+    assert len(at.selectbox(key="up_match").options) == 6
+    at.date_input(key="up_to").set_value(date(2026, 4, 10)).run()
+    assert len(at.selectbox(key="up_match").options) == 2
+    choice = at.selectbox(key="up_match").options[1]
+    at.selectbox(key="up_match").select_index(1).run()
+    at.button(key="up_predict").click().run()
+    assert not at.exception and not at.error
+    assert [m.label for m in at.metric] == ["Home win", "Draw", "Away win"]
+    assert "version 7" in texts(at) and "Home 3 v Away 3" in choice
+    assert [r.url.path for r in api.calls if r.url.path.startswith("/predict/1")] == ["/predict/103"]
+    records = PredictionLog(tmp_path).records()
+    assert [(r["match_id"], r["source"], r["model_version"]) for r in records] == [(103, "sync", "7")]
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (504, {"type": "prediction_timeout", "detail": "no result within 30 s"}, "time limit (504"),
+        (503, {"type": "service_unavailable", "detail": "x", "missing": ["broker"]}, "broker unreachable"),
+    ],
+)
+def test_upcoming_shows_timeouts_and_outages_as_a_message(
+    api: FakeApi, tmp_path: Path, status: int, body: dict[str, Any], expected: str
+) -> None:
+    api.sync_errors[100] = (status, body)
+    at = page("upcoming", api, tmp_path).run()
+    at.button(key="up_predict").click().run()
+    assert not at.exception
+    assert len(at.error) == 1 and expected in at.error[0].value
+    assert not at.metric and PredictionLog(tmp_path).records() == []
+
+
+def test_every_page_says_so_when_the_api_is_down(tmp_path: Path) -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    for name in ("upcoming", "batch", "what-if", "model"):
+        client = ApiClient(BASE, transport=httpx.MockTransport(refuse))
+        at = AppTest.from_function(run_page, args=(name, client, tmp_path)).run()
+        assert not at.exception, name
+        assert len(at.error) == 1 and "not reachable" in at.error[0].value, name
+
+
+def test_the_api_key_is_sent_when_set(api: FakeApi, tmp_path: Path) -> None:
+    page("model", api, tmp_path, api_key="s3cret").run()
+    assert api.calls and all(r.headers.get("x-api-key") == "s3cret" for r in api.calls)
+    api.calls.clear()
+    page("model", api, tmp_path).run()
+    assert api.calls and all("x-api-key" not in r.headers for r in api.calls)
+
+
+# --- Batch -------------------------------------------------------------------------------------------------------
+
+
+def test_batch_of_a_matchday_fills_progress_and_lists_failures(api: FakeApi, tmp_path: Path) -> None:
+    api.submit_errors[101] = (404, {"type": "match_not_found", "detail": "no match with match_id=101"})
+    api.task_failures[102] = "FeaturesNotReady: no features for match 102"
+    at = page("batch", api, tmp_path).run()
+    assert not at.exception and not at.error
+    assert at.radio(key="b_mode").value == "A whole matchday"
+    week = at.selectbox(key="b_week")
+    assert week.value == "2026-04-06" and week.options == [
+        "week of 2026-04-06 (9 matches)",
+        "week of 2026-04-13 (3 matches)",
+    ]
+    assert at.button(key="b_submit").label == "Submit 9 predictions"
+    at.button(key="b_submit").click().run()
+    assert not at.exception
+    bar = at.get("progress")[-1]
+    assert bar.proto.value == 100 and "9 of 9 done (7 predicted)" in bar.proto.text
+    table = at.dataframe[-1].value
+    assert list(table["status"]).count("SUCCESS") == 7 and len(table) == 9
+    assert {"NOT SUBMITTED", "FAILURE"} <= set(table["status"])
+    [failures] = at.error
+    assert "2 failed" in failures.value
+    assert "Home 1 v Away 1: NOT SUBMITTED: Not found: no match with match_id=101" in failures.value
+    assert "FeaturesNotReady: no features for match 102" in failures.value
+    # Every task was polled until it reported, and each success was recorded once.
+    assert all(n == api.pending_polls + 1 for n in api.polls.values()) and len(api.polls) == 8
+    assert sorted(r["match_id"] for r in PredictionLog(tmp_path).records()) == [100, *range(103, 109)]
+    # A rerun shows the finished batch without polling again.
+    polls = sum(api.polls.values())
+    at.run()
+    assert sum(api.polls.values()) == polls and at.dataframe[-1].value.equals(table)
+
+
+def test_batch_of_a_selection(api: FakeApi, tmp_path: Path) -> None:
+    at = page("batch", api, tmp_path).run()
+    at.radio(key="b_mode").set_value("A selection").run()
+    assert at.button(key="b_submit").disabled
+    at.multiselect(key="b_selection").select(105).select(110).run()
+    assert at.button(key="b_submit").label == "Submit 2 predictions"
+    at.button(key="b_submit").click().run()
+    assert not at.exception and not at.error
+    assert sorted(api.tasks.values()) == [105, 110]
+    assert list(at.dataframe[-1].value["status"]) == ["SUCCESS", "SUCCESS"]
+
+
+def test_batch_gives_up_at_its_deadline(api: FakeApi, tmp_path: Path) -> None:
+    api.pending_polls = 10**6
+
+    def run_slow(client: object, home: object) -> None:
+        from matchcast.ui import pages
+        from matchcast.ui.history import PredictionLog
+
+        pages.batch(pages.Ui(client=client, log=PredictionLog(home), home=home, poll_s=0.01, batch_deadline_s=0.2))
+
+    client = ApiClient(BASE, transport=httpx.MockTransport(api))
+    at = AppTest.from_function(run_slow, args=(client, tmp_path), default_timeout=20).run()
+    at.radio(key="b_mode").set_value("A selection").run()
+    at.multiselect(key="b_selection").select(100).run()
+    at.button(key="b_submit").click().run()
+    assert not at.exception
+    assert "no result after 0 s (last PENDING)" in at.error[0].value
+    assert list(at.dataframe[-1].value["status"]) == ["GAVE UP"]
+
+
+# --- What-if -----------------------------------------------------------------------------------------------------
+
+
+def test_what_if_form_takes_its_bounds_from_the_openapi_schema(api: FakeApi, tmp_path: Path) -> None:
+    at = page("what-if", api, tmp_path).run()
+    assert not at.exception and not at.error
+    inputs = {n.key: n for n in at.number_input}
+    props = OPENAPI["components"]["schemas"]["InlineFeatures"]["properties"]
+    assert set(inputs) == {f"wi_{name}" for name in props}
+    for name, p in props.items():
+        assert inputs[f"wi_{name}"].min == p["minimum"] and inputs[f"wi_{name}"].max == p["maximum"]
+    inputs["wi_elo_home"].set_value(1800.0)
+    at.text_input[0].input("Lions")
+    at.button[0].click().run()
+    assert not at.exception and not at.error
+    [post] = [r for r in api.calls if r.method == "POST"]
+    body = json.loads(post.content)
+    assert body["features"]["elo_home"] == 1800.0 and body["home_team"] == "Lions"
+    assert set(body["features"]) == set(props)
+    assert [m.label for m in at.metric] == ["Home win", "Draw", "Away win"]
+    assert PredictionLog(tmp_path).records() == []  # what-if predictions are of no stored match
+
+
+def test_what_if_shows_the_apis_validation_errors(api: FakeApi, tmp_path: Path) -> None:
+    original = api.__call__
+
+    def refuse_post(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            detail = [{"loc": ["body", "features", "elo_home"], "msg": "Input should be <= 2400", "type": "x"}]
+            return httpx.Response(422, json={"type": "validation_error", "detail": detail})
+        return original(request)
+
+    client = ApiClient(BASE, transport=httpx.MockTransport(refuse_post))
+    at = AppTest.from_function(run_page, args=("what-if", client, tmp_path)).run()
+    at.button[0].click().run()
+    assert not at.exception
+    assert at.error[0].value == "The API refused the input: features.elo_home: Input should be <= 2400"
+
+
+# --- Model -------------------------------------------------------------------------------------------------------
+
+
+def test_model_page_shows_registry_metadata_and_how_to_evaluate(api: FakeApi, tmp_path: Path) -> None:
+    at = page("model", api, tmp_path).run()
+    assert not at.exception and not at.error
+    assert {m.label: m.value for m in at.metric} == {
+        "Name": "matchcast",
+        "Version": "7",
+        "Alias": "champion",
+        "Features": "v1-test",
+    }
+    assert "1994-07-28 to 2026-03-22" in texts(at) and "2024/25" in texts(at)
+    assert list(at.dataframe[0].value["metric"]) == ["heldout_rps", "heldout_accuracy"]
+    assert "matchcast evaluate" in at.info[0].value
+
+
+def test_model_page_shows_an_evaluation_summary_when_present(api: FakeApi, tmp_path: Path) -> None:
+    folder = tmp_path / "evaluation"
+    folder.mkdir()
+    (folder / "summary.csv").write_text("model,rps\nmatchcast,0.1990\nuniform,0.2220\n")
+    at = page("model", api, tmp_path).run()
+    assert not at.exception and not at.info
+    assert list(at.dataframe[-1].value["model"]) == ["matchcast", "uniform"]
+
+
+# --- Results so far ----------------------------------------------------------------------------------------------
+
+
+def test_results_so_far_scores_recorded_predictions_with_known_results(api: FakeApi, tmp_path: Path) -> None:
+    at = page("results", api, tmp_path).run()
+    assert "No predictions recorded yet" in at.info[0].value
+    log = PredictionLog(tmp_path)
+    for mid in (100, 101, 102):
+        log.add(api.prediction(mid), source="sync")
+    log.add(api.prediction(None), source="sync")  # inline: not recorded
+    api.results = {100: (2, 0, "H"), 101: (1, 1, "D")}
+    at = page("results", api, tmp_path).run()
+    assert not at.exception and not at.error
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Scored"] == "2" and metrics["Awaiting a result"] == "1"
+    table = at.dataframe[0].value
+    assert list(table["match_id"]) == [100, 101] and list(table["actual"]) == ["H", "D"]
+    assert list(table["hit"]) == [True, False]
+
+
+def test_scores() -> None:
+    predicted, hit, rps, log_loss, p = score({"home": 0.5, "draw": 0.3, "away": 0.2}, "H")
+    assert (predicted, hit, p) == ("H", True, 0.5)
+    assert rps == pytest.approx(((0.5 - 1) ** 2 + (0.8 - 1) ** 2) / 2) and log_loss == pytest.approx(0.6931, abs=1e-4)
+    assert score({"home": 1 / 3, "draw": 1 / 3, "away": 1 / 3}, "A")[2] == pytest.approx(5 / 18)
+
+
+def test_results_survive_a_damaged_record_file_and_a_failing_lookup(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path)
+    log.add({"match_id": 1, "probabilities": {"home": 0.6, "draw": 0.2, "away": 0.2}}, source="sync")
+    with log.path.open("a") as f:
+        f.write("{not json\n")
+    log.add({"match_id": 2, "probabilities": {"home": 0.6, "draw": 0.2, "away": 0.2}}, source="batch")
+
+    def fetch(mid: int) -> dict[str, Any]:
+        if mid == 2:
+            raise ApiError("boom")
+        return {"match_id": 1, "result": "A", "home_team": "a", "away_team": "b", "date": "2026-04-02"}
+
+    out = results_so_far(log.records(), fetch)
+    assert [s.match_id for s in out.scored] == [1] and out.unavailable == ["2: boom"]
+    assert out.summary()["accuracy"] == 0.0
+
+
+# --- The entry point ---------------------------------------------------------------------------------------------
+
+
+def test_app_navigation_and_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MATCHCAST_UI_API_URL", "http://127.0.0.1:9/")  # nothing listens on the discard port
+    monkeypatch.setenv("MATCHCAST_HOME", str(tmp_path))
+    at = AppTest.from_file(APP, default_timeout=20).run()
+    assert not at.exception
+    assert "not reachable" in at.error[0].value and "http://127.0.0.1:9" in at.error[0].value
+    assert "API http://127.0.0.1:9" in at.sidebar.caption[0].value
+    assert UiConfig.from_env({"MATCHCAST_HOME": str(tmp_path)}) == UiConfig(home=tmp_path)
+
+
+def test_the_client_waits_out_a_rate_limit_and_explains_a_missing_key() -> None:
+    api, calls = FakeApi(), []
+
+    def limited_once(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        if len(calls) == 1:
+            return httpx.Response(429, headers={"Retry-After": "0"}, json={"type": "rate_limited", "detail": "wait"})
+        return api(request)
+
+    assert ApiClient(BASE, transport=httpx.MockTransport(limited_once)).model_info()["version"] == "7"
+    assert len(calls) == 2
+
+    def unauthorized(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, json={"type": "unauthorized", "detail": "an API key is required"})
+
+    with pytest.raises(ApiError) as err:
+        ApiClient(BASE, transport=httpx.MockTransport(unauthorized)).model_info()
+    assert err.value.status == 401 and "MATCHCAST_UI_API_KEY" in err.value.message
