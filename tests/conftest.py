@@ -39,7 +39,7 @@ def need(service: str, ok: bool) -> None:
         return
     if REQUIRE:
         pytest.fail(f"{service} is required (MATCHCAST_REQUIRE_SERVICES=1) but not reachable")
-    pytest.skip(f"{service} is not reachable")
+    pytest.skip(f"{service} is not reachable")  # under MATCHCAST_REQUIRE_SERVICES=1 this fails instead (above)
 
 
 def free_port() -> int:

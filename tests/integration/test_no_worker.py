@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from matchcast.api.app import create_app
-from tests.conftest import amqp_url, base_settings, key_headers
+from tests.conftest import amqp_url, base_settings, key_headers, need
 
 pytestmark = pytest.mark.integration
 
@@ -22,8 +22,8 @@ pytestmark = pytest.mark.integration
 def idle_vhost(rabbit_vhost: str) -> Iterator[str]:
     """A vhost with no worker at all."""
     ctl = shutil.which("rabbitmqctl")
-    if ctl is None or rabbit_vhost == "/":
-        pytest.skip("rabbitmqctl is needed to make a vhost without workers")
+    need("rabbitmqctl (to make a vhost without workers)", ctl is not None and rabbit_vhost != "/")
+    assert ctl is not None
     vhost = f"matchcast-idle-{uuid.uuid4().hex[:8]}"
     subprocess.run([ctl, "add_vhost", vhost], check=True, capture_output=True, timeout=60)
     subprocess.run(
