@@ -66,6 +66,21 @@ def rabbit_vhost() -> Iterator[str]:
     subprocess.run([ctl, "delete_vhost", vhost], capture_output=True, timeout=60, check=False)
 
 
+@pytest.fixture
+def fresh_vhost_url(rabbit_vhost: str) -> Iterator[str]:
+    """The broker URL of a new, empty vhost on the machine's RabbitMQ (no worker consumes it), deleted after."""
+    ctl = shutil.which("rabbitmqctl")
+    need("rabbitmqctl (to make a vhost of the test's own)", ctl is not None and rabbit_vhost != "/")
+    assert ctl is not None
+    vhost = f"matchcast-test-{uuid.uuid4().hex[:8]}"
+    subprocess.run([ctl, "add_vhost", vhost], check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [ctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True, capture_output=True, timeout=60
+    )
+    yield amqp_url(vhost)
+    subprocess.run([ctl, "delete_vhost", vhost], capture_output=True, timeout=60, check=False)
+
+
 def amqp_url(vhost: str) -> str:
     """Broker URL of a vhost on the machine's RabbitMQ."""
     return f"amqp://guest:guest@127.0.0.1:5672/{vhost.replace('/', '%2F')}"

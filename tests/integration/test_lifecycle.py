@@ -3,12 +3,9 @@ batch submission predicts whole matchdays in vectorised chunks."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,30 +15,18 @@ from matchcast.api.app import create_app
 from matchcast.service.bootstrap import train_model
 from matchcast.service.lifecycle import promote
 from matchcast.service.wiring import store_for
-from tests.conftest import WorkerProcess, amqp_url, base_settings, ingest_subset, key_headers, need
+from tests.conftest import WorkerProcess, base_settings, ingest_subset, key_headers
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def own_vhost(rabbit_vhost: str) -> Iterator[str]:
-    ctl = shutil.which("rabbitmqctl")
-    need("rabbitmqctl (for a vhost of this test's own)", ctl is not None and rabbit_vhost != "/")
-    assert ctl is not None
-    vhost = f"matchcast-life-{uuid.uuid4().hex[:8]}"
-    subprocess.run([ctl, "add_vhost", vhost], check=True, capture_output=True, timeout=60)
-    subprocess.run(
-        [ctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True, capture_output=True, timeout=60
-    )
-    yield vhost
-    subprocess.run([ctl, "delete_vhost", vhost], capture_output=True, timeout=60, check=False)
-
-
-def test_promotion_reaches_running_workers_and_batches_work(tmp_path: Path, own_vhost: str, redis_db: int) -> None:
+def test_promotion_reaches_running_workers_and_batches_work(
+    tmp_path: Path, fresh_vhost_url: str, redis_db: int
+) -> None:
     home = tmp_path / "home"
     settings = base_settings(
         home,
-        broker_url=amqp_url(own_vhost),
+        broker_url=fresh_vhost_url,
         result_backend=f"redis://127.0.0.1:6379/{redis_db}",
         model_refresh_s=1.0,
         sync_timeout_s=20,

@@ -2,35 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from matchcast.api.app import create_app
-from tests.conftest import amqp_url, base_settings, key_headers, need
+from tests.conftest import amqp_url, base_settings, key_headers
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def idle_vhost(rabbit_vhost: str) -> Iterator[str]:
-    """A vhost with no worker at all."""
-    ctl = shutil.which("rabbitmqctl")
-    need("rabbitmqctl (to make a vhost without workers)", ctl is not None and rabbit_vhost != "/")
-    assert ctl is not None
-    vhost = f"matchcast-idle-{uuid.uuid4().hex[:8]}"
-    subprocess.run([ctl, "add_vhost", vhost], check=True, capture_output=True, timeout=60)
-    subprocess.run(
-        [ctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True, capture_output=True, timeout=60
-    )
-    yield vhost
-    subprocess.run([ctl, "delete_vhost", vhost], capture_output=True, timeout=60, check=False)
 
 
 def timeouts(client: TestClient) -> float:
@@ -40,10 +22,10 @@ def timeouts(client: TestClient) -> float:
     return 0.0
 
 
-def test_504_with_no_worker(trained_home: Path, idle_vhost: str, redis_db: int) -> None:
+def test_504_with_no_worker(trained_home: Path, fresh_vhost_url: str, redis_db: int) -> None:
     settings = base_settings(
         trained_home,
-        broker_url=amqp_url(idle_vhost),
+        broker_url=fresh_vhost_url,
         result_backend=f"redis://127.0.0.1:6379/{redis_db}",
         sync_timeout_s=1.0,
     )
