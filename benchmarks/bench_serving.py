@@ -129,7 +129,9 @@ class Processes:
         return []
 
     def _groups(self) -> dict[str, list[psutil.Process]]:
-        groups = {name: proc.tree() for name, proc in self.stack.procs.items()}
+        groups: dict[str, list[psutil.Process]] = {}
+        for name, proc in self.stack.procs.items():  # both worker lanes count as "worker"
+            groups.setdefault("worker" if name.startswith("worker") else name, []).extend(proc.tree())
         groups["bench client"] = [psutil.Process()]
         groups.update(self.outside)
         return groups
@@ -212,7 +214,11 @@ def describe_machine(stack: Stack) -> dict[str, Any]:
         "backend": f"Redis {redis_version} on 127.0.0.1:6379, db {stack.redis_db}",
         "store": "SQLite (temp home), every bundled match",
         "matches": len(stack.match_ids),
-        "worker": f"one `matchcast worker`, {len(stack.procs['worker'].tree()) - 1} prefork processes",
+        "worker": (
+            f"`matchcast worker --lane bulk` ({len(stack.procs['worker'].tree()) - 1} prefork processes: ml, ml.bulk; "
+            "the seed's tasks go here) and `matchcast worker --lane interactive` "
+            f"({len(stack.procs['worker-interactive'].tree()) - 1} prefork process: ml.interactive)"
+        ),
         "api": "one `matchcast api` process (uvicorn, uvloop, httptools, access log off)",
         "shared": "the machine may be shared with other runs: expect noise (see loadavg per phase)",
     }
@@ -446,13 +452,26 @@ class Run:
         return task_ids, figures, sub.started_wall
 
     async def run_async(self, backend: aioredis.Redis) -> None:
-        """Accept rate at 64 clients, then drain; then the same submissions again (idempotent hits)."""
+        """Accept rate at 64 clients with ``ml`` held; then drain released; then the same again (idempotent hits).
+
+        Accept and drain are measured apart: while the submissions come in, the bulk worker does not consume
+        ``ml`` (Celery's ``cancel_consumer``), so the accept rate is the API's own and the drain starts from a
+        full queue (``add_consumer``), timed from its release to the last result."""
         await self.settle()
         ids = self.block(self.cfg.async_n)
+        await asyncio.to_thread(self.stack.pause)
+        try:
+            cpu0 = self.ps.cpu()
+            task_ids, accept, _ = await self.submit_async(ids, "async accept")
+            cpu1 = self.ps.cpu()
+            accept["cpu"] = cpu_delta(cpu0, cpu1, accept["accepted"], accept["elapsed_s"])
+            log(f"async accept: {accept['accept_per_s']}/s ({accept['accepted']}/{len(ids)}) errors {accept['errors']}")
+            accept["ml_depth_after"] = await asyncio.to_thread(self.stack.ml_depth)
+        finally:
+            released = time.time()
+            await asyncio.to_thread(self.stack.resume)
         cpu0 = self.ps.cpu()
-        task_ids, accept, started = await self.submit_async(ids, "async accept")
-        log(f"async accept: {accept['accept_per_s']}/s ({accept['accepted']}/{len(ids)}) errors {accept['errors']}")
-        drain = await watch_drain(backend, task_ids, started, timeout=max(120.0, len(ids) / 20))
+        drain = await watch_drain(backend, task_ids, released, timeout=max(120.0, len(ids) / 20))
         cpu1 = self.ps.cpu()
         drain["cpu"] = cpu_delta(cpu0, cpu1, drain["finished"], drain["seen_done_after_s"])
         log(f"async drain: {drain['drain_per_s']}/s over {drain['drain_s']} s, states {drain['states']}")
@@ -479,9 +498,9 @@ class Run:
     async def run_flood(self, backend: aioredis.Redis) -> None:
         """Sync p99 at 8 clients idle, then while ``flood_n`` async predictions wait in ``ml``.
 
-        The flood is submitted through the API (64 clients); the sync clients start once it is in and measure
-        while flood tasks are still queued (``ml`` deeper than the sync clients' own tasks), at least the phase
-        duration and at most ``flood_max_window_s``."""
+        The flood is submitted through the API (64 clients) while the bulk worker holds off ``ml``, so all of it
+        is queued; then the worker is let go and the sync clients measure while flood messages still wait in
+        ``ml`` (at least 1 s, at most ``flood_max_window_s``)."""
         c = self.cfg.flood_sync_clients
         idle = await self.sync_phase("matchcast", c, self.cfg.duration_s, self.cfg.warmup_s, "idle")
         await self.settle()
@@ -501,7 +520,12 @@ class Run:
 
         sampler = asyncio.create_task(sample_depth())
         try:
-            task_ids, submit, started = await self.submit_async(ids, "flood submit")
+            await asyncio.to_thread(self.stack.pause)  # the flood waits, all of it, in ml
+            try:
+                task_ids, submit, _ = await self.submit_async(ids, "flood submit")
+            finally:
+                started = time.time()
+                await asyncio.to_thread(self.stack.resume)
             window_start = round(time.monotonic() - t_start, 2)
             depth_at_start = await asyncio.to_thread(self.stack.ml_depth)
             state["depth"] = depth_at_start
@@ -514,8 +538,8 @@ class Run:
                     url,
                     self.ids,
                     c,
-                    self.cfg.duration_s,
-                    extend_while=lambda: state["depth"] is None or state["depth"] > c,
+                    min(self.cfg.duration_s, 1.0),  # the window lasts while flood tasks wait in ml
+                    extend_while=lambda: state["depth"] is None or state["depth"] > 0,
                     max_duration=self.cfg.flood_max_window_s,
                 )
             cpu1 = self.ps.cpu()
@@ -539,8 +563,9 @@ class Run:
             "flood_submit": submit,
             "flood_drain": drain,
             "ml_depth_timeline": timeline[:: max(1, len(timeline) // 120)],
-            "note": "the flood is submitted through the API first; the sync clients then measure while flood tasks "
-            "still wait in ml (depth > sync clients), at least the phase duration, at most flood_max_window_s. "
+            "note": "the flood is submitted through the API first, with the bulk worker holding off ml so that all of "
+            "it is queued; the worker is then let go and the sync clients measure while flood messages still wait in "
+            "ml (at least 1 s, at most flood_max_window_s). "
             "Closed-loop clients send few requests while each waits long: read p99 and max, not p50.",
         }
         self.report["sync_p99_flood_ratio"] = round(ratio, 2) if ratio else None
@@ -843,7 +868,7 @@ def tables(report: dict[str, Any]) -> list[Table]:
         t.add_row(
             "async_drain_per_s",
             f"{dr['drain_per_s'] or 0:.0f}",
-            f"{dr['states']} {dr['drain_s']} s from first submission to last result; "
+            f"{dr['states']} {dr['drain_s']} s from release of the full ml to the last result; "
             f"API status of last 50: {dr.get('api_status_of_last_50')}",
         )
     f = report.get("flood")
@@ -1002,10 +1027,12 @@ def start_stack(stack: Stack, cfg: Config) -> None:
     stack.make_settings()
     stack.create_key()
     worker = stack.start_worker(cfg.worker_concurrency)
+    interactive = stack.start_worker(1, lane="interactive", name="worker-interactive")
     api = stack.start_api()
     seed = stack.start_uvicorn("seed", "seed_app")
     ceiling = stack.start_uvicorn("ceiling", "ceiling_app")
     stack.wait_worker(worker, cfg.worker_concurrency)
+    stack.wait_worker(interactive, 1)
     for proc in (seed, ceiling):
         stack.wait_http(proc, "/health")
     stack.wait_http(api, "/ready", headers={"X-API-Key": stack.token})

@@ -140,6 +140,7 @@ class Stack:
     settings: Settings | None = None
     token: str = ""
     procs: dict[str, Proc] = field(default_factory=dict)
+    hostnames: dict[str, str] = field(default_factory=dict)  # worker node name per lane
     match_ids: list[int] = field(default_factory=list)
     _kombu: Any = None
     _kombu_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -270,21 +271,25 @@ class Stack:
         self.procs[name] = proc
         return proc
 
-    def start_worker(self, concurrency: int = 2) -> Proc:
-        """One ``matchcast worker`` (prefork, ``concurrency`` processes)."""
+    def start_worker(self, concurrency: int = 2, lane: str = "bulk", name: str = "worker") -> Proc:
+        """One ``matchcast worker`` of a lane (prefork, ``concurrency`` processes)."""
         # Default log level (INFO): readiness is read from its "model_loaded" and "ready." lines, and its per-task
         # lines cost what they cost in every deployment left at the default.
+        hostname = f"bench-{lane}-{uuid.uuid4().hex[:6]}@localhost"
+        self.hostnames[lane] = hostname
         return self.spawn(
-            "worker",
+            name,
             [
                 sys.executable,
                 "-m",
                 "matchcast",
                 "worker",
                 "--hostname",
-                f"bench-{uuid.uuid4().hex[:6]}@localhost",
+                hostname,
                 "--concurrency",
                 str(concurrency),
+                "--lane",
+                lane,
             ],
         )
 
@@ -371,6 +376,27 @@ class Stack:
             with contextlib.suppress(Exception):
                 self._kombu.release()
         self._kombu = None
+
+    def _control(self, command: str, queue: str, lane: str) -> None:
+        """Celery remote control: ``cancel_consumer`` / ``add_consumer`` of ``queue`` on the lane's worker."""
+        from matchcast.service.queue import make_celery
+
+        assert self.settings is not None
+        app = make_celery(self.settings)
+        try:
+            replies = getattr(app.control, command)(queue, destination=[self.hostnames[lane]], reply=True, timeout=5)
+        finally:
+            app.close()
+        if not replies:
+            raise RuntimeError(f"{command} {queue}: no reply from {self.hostnames[lane]}")
+
+    def pause(self, queue: str = ML_QUEUE, lane: str = "bulk") -> None:
+        """Stop the lane's worker taking messages from ``queue`` (they pile up there)."""
+        self._control("cancel_consumer", queue, lane)
+
+    def resume(self, queue: str = ML_QUEUE, lane: str = "bulk") -> None:
+        """Let the lane's worker take messages from ``queue`` again."""
+        self._control("add_consumer", queue, lane)
 
     def ml_depth(self) -> int:
         """Messages ready in ``ml``."""

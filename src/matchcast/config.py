@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, computed_field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ML_QUEUE = "ml"
+INTERACTIVE_QUEUE = "ml.interactive"
 PREDICT_TASK = "predict_match"
 REGISTERED_MODEL_NAME = "matchcast"
 CHAMPION_ALIAS = "champion"
@@ -51,6 +52,12 @@ class Settings(BaseSettings):
     dead_letter_retention_days: int = Field(default=30, ge=1)
 
     worker_concurrency: int = Field(default=2, ge=1, le=64)
+    worker_lane: Literal["all", "interactive", "bulk"] = Field(
+        default="all", description="Queues a worker serves: interactive (ml.interactive), bulk (ml, ml.bulk), or all"
+    )
+    sync_group_max: int = Field(
+        default=256, ge=1, le=1000, description="Most sync requests one API process sends in one message"
+    )
     worker_prefetch: int = Field(default=4, ge=1, le=1000)
     model_refresh_s: float = Field(default=10.0, ge=0.5, description="How often workers look for a new champion")
     worker_metrics_port: int = Field(default=9808, ge=0, le=65535)

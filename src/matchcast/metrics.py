@@ -39,3 +39,8 @@ DEAD_LETTERS = Gauge("dead_letters", "Dead letters not replayed (sampled by the 
 TASK_QUEUE_WAIT = Histogram(
     "prediction_task_queue_seconds", "Time from submission to start of execution in a worker", buckets=LATENCY_BUCKETS
 )
+SYNC_GROUP_SIZE = Histogram(
+    "prediction_sync_group_size",
+    "Sync requests sent together in one predict_match message (API)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000),
+)

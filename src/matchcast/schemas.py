@@ -22,6 +22,16 @@ def _json_integer(value: Any) -> Any:
 JsonInt = Annotated[int, BeforeValidator(_json_integer)]
 
 
+def _iso_date(value: Any) -> Any:
+    """Dates as ``YYYY-MM-DD`` only: pydantic would also read a number such as ``0.0`` as a Unix time."""
+    if isinstance(value, str) and not (len(value) == 10 and value[4] == "-" and value[7] == "-"):
+        raise ValueError("a date must read YYYY-MM-DD")
+    return value
+
+
+IsoDate = Annotated[dt.date, BeforeValidator(_iso_date)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -237,4 +237,8 @@ def succeeded_ids(log: Path) -> list[str]:
     """Task ids a worker's log reports as succeeded."""
     import re
 
-    return re.findall(r"Task predict_match\[([0-9a-f-]+)\] succeeded", log.read_text(errors="replace"))
+    text = log.read_text(errors="replace")
+    chunks = re.findall(r"predicted chunk=\S+ tasks=(\S*)", text)  # async tasks travel in chunks
+    return re.findall(r"Task predict_match\[([0-9a-f-]+)\] succeeded", text) + [
+        t for chunk in chunks for t in chunk.split(",") if t
+    ]

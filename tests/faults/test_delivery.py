@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -132,7 +133,10 @@ def test_transient_failures_retry_then_dead_letter_then_replay(
         while time.monotonic() < deadline and "dead_lettered task_id=" + task_id not in bad.log.read_text():
             time.sleep(0.5)
         assert "dead_lettered task_id=" + task_id in bad.log.read_text(), bad.log.read_text()[-3000:]
-        assert bad.log.read_text().count(f"Task predict_match[{task_id}] retry") == 2
+        # An async submission travels in a ``predict_matches`` chunk: the chunk retried, its task dead-lettered.
+        chunk = re.search(rf"dead_lettered task_id={task_id} chunk=([0-9a-f-]+)", bad.log.read_text())
+        assert chunk is not None, bad.log.read_text()[-3000:]
+        assert bad.log.read_text().count(f"Task predict_matches[{chunk.group(1)}] retry") == 2
         bad.stop()
         start_worker(good, "healthy")  # its collector stores the dead letter the broken one could not
         status: dict[str, object] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fastapi.testclient import TestClient
@@ -60,6 +61,9 @@ def test_listing_bounds_give_422(client: TestClient) -> None:
     r = client.get("/predict/matches/", params={"limit": 100000})
     assert r.status_code == 422 and r.json()["type"] == "validation_error"
     assert r.json()["detail"][0]["loc"] == ["query", "limit"]
+    for bad in ("0.0", "12345", "2026-1-1"):  # a number is no date, though pydantic would read one as Unix time
+        r = client.get("/predict/matches/", params={"from": bad})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "from"], (bad, r.text)
 
 
 def test_sync_prediction_by_match_id(client: TestClient) -> None:
@@ -75,6 +79,23 @@ def test_sync_prediction_by_match_id(client: TestClient) -> None:
         assert b["model_name"] == "matchcast" and b["model_version"] == "1" and b["predicted_at"]
     assert len({b["probabilities"]["home"] for b in bodies}) == len(bodies)  # real model outputs differ
     assert metric(client, 'prediction_requests_total{source="sync"}') == before + 5
+
+
+def test_concurrent_sync_requests_travel_together_and_each_gets_its_own_answer(client: TestClient) -> None:
+    ids = upcoming_ids(client, 40)
+    groups_before = metric(client, "prediction_sync_group_size_count")
+    sent_before = metric(client, "prediction_sync_group_size_sum")
+    with ThreadPoolExecutor(max_workers=len(ids)) as pool:
+        answers = list(pool.map(lambda i: client.get(f"/predict/{i}"), ids))
+    assert [a.status_code for a in answers] == [200] * len(ids), [a.text for a in answers if a.status_code != 200]
+    assert [a.json()["match_id"] for a in answers] == ids  # nobody gets someone else's prediction
+    one_by_one = {i: client.get(f"/predict/{i}").json()["probabilities"] for i in ids[:3]}
+    for a in answers[:3]:
+        assert a.json()["probabilities"] == pytest.approx(one_by_one[a.json()["match_id"]])
+    groups = metric(client, "prediction_sync_group_size_count") - groups_before
+    sent = metric(client, "prediction_sync_group_size_sum") - sent_before
+    assert sent == len(ids) + 3
+    assert groups < len(ids), "40 concurrent requests went out as 40 messages: no grouping"
 
 
 def test_unknown_match_is_404(client: TestClient) -> None:

@@ -172,7 +172,8 @@ def test_the_other_pages_in_the_browser(browser: Any, stack: dict[str, Any]) -> 
     browser.get(stack["ui"] + "/what-if")
     wait_text(browser, "Elo Home")
     click_button(browser, "Predict")
-    page = wait_text(browser, "Model matchcast version 1")
+    wait_text(browser, "Model matchcast version 1")
+    page = wait_text(browser, "Home win")  # the probabilities render after the caption
     assert "Home FC v Away FC" in page and "Home win" in page
     screenshot(browser, "ui-what-if.png")
     browser.get(stack["ui"] + "/results")

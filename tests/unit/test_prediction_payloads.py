@@ -130,3 +130,14 @@ def test_the_registry_name_comes_from_settings_only(tmp_path: Path) -> None:
     from matchcast.service.wiring import registry_for
 
     assert registry_for(Settings(home=tmp_path, model_name="custom-name")).name == "custom-name"
+
+
+def test_a_group_is_answered_in_order_and_one_bad_request_spoils_nothing(service: PredictionService) -> None:
+    inline = {"features": features(), "home_team": "A", "date": "2026-06-01"}
+    out = service.predict_each([inline, {"match_id": 123}, {"match_id": "x"}, "junk", inline, {"match_id": 123}])
+    assert len(out) == 6
+    assert out[0]["prediction"]["home_team"] == "A" and out[4] == {"prediction": out[4]["prediction"]}
+    assert out[0]["prediction"]["probabilities"]["home"] == pytest.approx(1 / 3)
+    assert out[1] == out[5] == {"error": "MatchNotFound", "detail": "no match with match_id=123"}
+    assert out[2]["error"] == "InvalidInput" and "match_id" in out[2]["detail"]
+    assert out[3] == {"error": "InvalidInput", "detail": "payload must be a JSON object"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -39,6 +40,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             keys=key_service_for(settings),
             limiter=limiter_for(settings),
         )
+        # Everything built so far lives as long as the process: keep it out of the collector's full passes,
+        # which otherwise walk it again and again and stall every waiting request while they do.
+        gc.collect()
+        gc.freeze()
         log.info("api_started broker=%s auth=%s", redact_url(settings.resolved_broker_url()), settings.auth)
         try:
             yield

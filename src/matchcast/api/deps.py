@@ -1,4 +1,8 @@
-"""The one place the API's parts are wired together; routes ask for them by type."""
+"""The one place the API's parts are wired together; routes ask for them by type.
+
+The dependencies are ``async def``: FastAPI would run a plain ``def`` one in its thread pool, a thread hop
+per dependency per request for what is an attribute read.
+"""
 
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ class Parts:
     matches: KnownMatches | None = None  # stored match ids, from memory
 
 
-def _matches(request: Request) -> KnownMatches:
+async def _matches(request: Request) -> KnownMatches:
     parts = _parts(request)
     if parts.matches is None:
         parts.matches = KnownMatches(parts.store)
@@ -41,19 +45,19 @@ def _parts(request: Request) -> Parts:
     return parts
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     return _parts(request).settings
 
 
-def _store(request: Request) -> MatchStore:
+async def _store(request: Request) -> MatchStore:
     return _parts(request).store
 
 
-def _dispatcher(request: Request) -> Dispatcher:
+async def _dispatcher(request: Request) -> Dispatcher:
     return _parts(request).dispatcher
 
 
-def _catalog(request: Request) -> ModelCatalog:
+async def _catalog(request: Request) -> ModelCatalog:
     return _parts(request).catalog
 
 

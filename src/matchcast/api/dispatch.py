@@ -1,5 +1,10 @@
 """Sending ``predict_match`` by name and hearing its result: one Redis listener per API process.
 
+Sync requests travel in groups: every request an API process has waiting goes out in one ``predict_match``
+message on ``ml.interactive`` while the previous one is being confirmed by the broker, and the worker answers
+the group with one result that the listener fans out. Alone, a request waits for nobody; under load, the cost
+of a message, a task and a result is shared by everyone in the group.
+
 Also what keeps the promises around a task's life: issued ids recorded with a TTL (unknown ids are 404),
 idempotent submission, a backlog limit sampled in the background, cancellation, and dead-letter states.
 """
@@ -13,7 +18,8 @@ import json
 import logging
 import time
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
 
 import redis.asyncio as aioredis
 from amqp.exceptions import AMQPError
@@ -23,7 +29,7 @@ from kombu.exceptions import KombuError, OperationalError
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
-from matchcast.config import ML_QUEUE, PREDICT_TASK, Settings
+from matchcast.config import INTERACTIVE_QUEUE, ML_QUEUE, PREDICT_TASK, Settings
 from matchcast.data.dead_letters import DeadLetters
 from matchcast.errors import (
     Conflict,
@@ -38,7 +44,7 @@ from matchcast.errors import (
     ServiceUnavailable,
     TaskNotFound,
 )
-from matchcast.metrics import DEAD_LETTERS, QUEUE_DEPTH
+from matchcast.metrics import DEAD_LETTERS, QUEUE_DEPTH, SYNC_GROUP_SIZE
 from matchcast.schemas import CallbackStatus, TaskStatus
 from matchcast.service.queue import BULK_CHUNK, BULK_QUEUE, BULK_TASK, declare_topology, is_amqp, make_celery
 from matchcast.service.tracking import (
@@ -54,6 +60,8 @@ from matchcast.service.tracking import (
 from matchcast.service.wiring import store_for
 
 log = logging.getLogger("matchcast.api")
+SEND_GRACE_S = 5.0  # a sync caller's backstop beyond its timeout, should the broker hang while confirming
+SUBMIT_TIMEOUT_S = 10.0  # an async submission is refused (503) if its message is not confirmed by then
 DEAD_LETTER_SAMPLE_S = 15.0
 READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 BROKER_ERRORS = (OperationalError, KombuError, AMQPError, RedisError, OSError)
@@ -70,18 +78,18 @@ def _backend_down(exc: Exception) -> ServiceUnavailable:
     return ServiceUnavailable(f"result backend unreachable: {type(exc).__name__}", ["result_backend"])
 
 
-def queue_depth(settings: Settings, conn: Connection) -> tuple[int, int | None]:
-    """Messages waiting in ``ml`` and, on RabbitMQ, its consumers."""
+def queue_depth(settings: Settings, conn: Connection, queue: str = ML_QUEUE) -> tuple[int, int | None]:
+    """Messages waiting in ``queue`` (``ml`` by default) and, on RabbitMQ, its consumers."""
     conn.ensure_connection(max_retries=1, timeout=settings.readiness_timeout_s)
     if conn.transport.driver_type == "amqp":
         try:
-            _, depth, consumers = conn.default_channel.queue_declare(ML_QUEUE, passive=True)
+            _, depth, consumers = conn.default_channel.queue_declare(queue, passive=True)
         except AMQPError:  # not declared yet: nothing waits, nobody consumes
             conn.close()
             return 0, 0
         return int(depth), int(consumers)
     client: Any = conn.default_channel.client  # type: ignore[attr-defined]
-    return int(client.llen(ML_QUEUE)), None
+    return int(client.llen(queue)), None
 
 
 class ResultListener:
@@ -140,6 +148,196 @@ class ResultListener:
     def forget(self, task_id: str) -> None:
         """Drop interest in a task."""
         self.waiters.pop(task_id, None)
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class _Groups(Generic[T, R]):
+    """One sender per API process: whatever waits goes out together while the previous group is confirmed.
+
+    Alone, an item waits for nobody; under load, the cost of a message (and of what the broker, the worker and
+    the result backend do per message) is shared by the whole group.
+    """
+
+    def __init__(self, max_group: int, name: str) -> None:
+        self.max_group, self.name = max_group, name
+        self.waiting: list[tuple[T, asyncio.Future[R]]] = []
+        self._sender: asyncio.Task[None] | None = None
+
+    def _enqueue(self, item: T) -> asyncio.Future[R]:
+        fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self.waiting.append((item, fut))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send_all(), name=f"matchcast-{self.name}-sender")
+        return fut
+
+    async def _send_all(self) -> None:
+        while self.waiting:
+            group = [(item, fut) for item, fut in self.waiting[: self.max_group] if not fut.done()]
+            del self.waiting[: self.max_group]
+            if not group:
+                continue
+            try:
+                await self._send(group)
+            except MatchcastError as exc:
+                _fail([fut for _, fut in group], exc)
+            except Exception as exc:  # never leave a caller without an answer
+                log.exception("%s group of %d could not be sent", self.name, len(group))
+                _fail([fut for _, fut in group], PredictionFailed(f"could not send: {type(exc).__name__}"))
+
+    async def _send(self, group: list[tuple[T, asyncio.Future[R]]]) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Stop sending; whoever still waits gets an error or their timeout."""
+        if self._sender is not None:
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._sender
+        _fail([fut for _, fut in self.waiting], ServiceUnavailable("the API is shutting down", ["api"]))
+
+
+class SyncGroups(_Groups[dict[str, Any], dict[str, Any]]):
+    """Sync requests as grouped ``predict_match`` messages on ``ml.interactive``; the one result fanned out.
+
+    Each request keeps its own deadline; the message expires with the callers' patience.
+    """
+
+    def __init__(self, dispatcher: Dispatcher, max_group: int, timeout: float) -> None:
+        super().__init__(max_group, "sync")
+        self.dispatcher, self.timeout = dispatcher, timeout
+        self._deliveries: set[asyncio.Task[None]] = set()
+
+    async def predict(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The prediction for ``payload`` within the timeout, else ``PredictionTimeout`` naming the task.
+
+        The group's delivery answers at the timeout; the wait here is only a backstop should sending hang.
+        """
+        try:
+            return await asyncio.wait_for(self._enqueue(payload), self.timeout + SEND_GRACE_S)
+        except TimeoutError:
+            raise PredictionTimeout(f"no prediction within {self.timeout:g} s") from None
+
+    async def _send(self, group: list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]]) -> None:
+        listener = self.dispatcher.listener
+        task_id = str(uuid.uuid4())
+        result = listener.expect(task_id)  # listen before sending so the result cannot slip by
+        try:
+            await self.dispatcher._issue(task_id, "sync")  # a 504 names it; its status shows it expired
+            await run_in_threadpool(
+                self.dispatcher.celery.send_task,
+                PREDICT_TASK,
+                args=[[payload for payload, _ in group]],
+                task_id=task_id,
+                queue=INTERACTIVE_QUEUE,
+                expires=self.timeout,  # after the callers' patience, nobody runs it
+                headers={"submitted_at": time.time()},
+            )
+        except BROKER_ERRORS as exc:
+            listener.forget(task_id)
+            raise ServiceUnavailable(f"broker unreachable: {type(exc).__name__}", ["broker"]) from exc
+        except BaseException:
+            listener.forget(task_id)
+            raise
+        SYNC_GROUP_SIZE.observe(len(group))
+        delivery = asyncio.create_task(self._deliver(task_id, result, [fut for _, fut in group]))  # noqa: RUF006
+        self._deliveries.add(delivery)
+        delivery.add_done_callback(self._deliveries.discard)
+
+    async def _deliver(
+        self, task_id: str, result: asyncio.Future[dict[str, Any]], futures: list[asyncio.Future[dict[str, Any]]]
+    ) -> None:
+        try:
+            try:
+                meta: dict[str, Any] | None = await asyncio.wait_for(asyncio.shield(result), self.timeout)
+            except TimeoutError:
+                meta = None
+                with contextlib.suppress(MatchcastError):
+                    meta = await self.dispatcher._read_meta(task_id)
+            if meta is None or meta.get("status") not in READY_STATES:
+                _fail(futures, PredictionTimeout(f"no prediction within {self.timeout:g} s (task {task_id})"))
+                return
+            answers: Any = self.dispatcher._outcome(meta)
+            if not isinstance(answers, list) or len(answers) != len(futures):
+                raise PredictionFailed("the worker answered a group with the wrong number of results")
+            for fut, answer in zip(futures, answers, strict=True):
+                if fut.done():
+                    continue
+                if isinstance(answer, dict) and isinstance(answer.get("prediction"), dict):
+                    fut.set_result(answer["prediction"])
+                else:
+                    fut.set_exception(_answer_error(answer))
+            with contextlib.suppress(RedisError):  # delivered: nobody reads it again
+                await self.dispatcher.redis.unlink(RESULT_KEY + task_id, task_key(task_id))
+        except MatchcastError as exc:
+            _fail(futures, exc)
+        finally:
+            self.dispatcher.listener.forget(task_id)
+            _fail(futures, PredictionFailed("no answer for this request"))  # only those still waiting
+
+    async def close(self) -> None:
+        await super().close()
+        for task in list(self._deliveries):
+            task.cancel()
+
+
+class AsyncGroups(_Groups[tuple[str, int], None]):
+    """Async submissions of stored matches as ``predict_matches`` chunks on ``ml`` (group commit).
+
+    A caller hears 202 only once the broker has confirmed the message that carries its task, and its task id
+    has been recorded: nothing accepted is lost if the API dies a moment later.
+    """
+
+    def __init__(self, dispatcher: Dispatcher, max_group: int) -> None:
+        super().__init__(max_group, "async")
+        self.dispatcher = dispatcher
+
+    async def submit(self, task_id: str, match_id: int) -> None:
+        """Return once ``task_id`` (predicting ``match_id``) is queued; ``ServiceUnavailable`` if it could not be."""
+        await asyncio.wait_for(self._enqueue((task_id, match_id)), SUBMIT_TIMEOUT_S)
+
+    async def _send(self, group: list[tuple[tuple[str, int], asyncio.Future[None]]]) -> None:
+        d = self.dispatcher
+        items: list[tuple[str, int]] = [item for item, _ in group]
+        meta = json.dumps({"source": "async", "issued_at": time.time()})
+        try:
+            async with d.redis.pipeline(transaction=False) as pipe:
+                for task_id, _ in items:
+                    pipe.set(task_key(task_id), meta, ex=d.settings.task_ttl_s)
+                await pipe.execute()
+        except RedisError as exc:
+            raise _backend_down(exc) from exc
+        try:
+            await run_in_threadpool(
+                d.celery.send_task,
+                BULK_TASK,
+                args=[{"items": items}],
+                queue=ML_QUEUE,
+                headers={"submitted_at": time.time()},
+            )
+        except BROKER_ERRORS as exc:
+            with contextlib.suppress(RedisError):
+                await d.redis.delete(*(task_key(task_id) for task_id, _ in items))
+            raise ServiceUnavailable(f"broker unreachable: {type(exc).__name__}", ["broker"]) from exc
+        for _, fut in group:
+            if not fut.done():
+                fut.set_result(None)
+
+
+def _fail(futures: list[Any], exc: Exception) -> None:
+    for fut in futures:
+        if not fut.done():
+            fut.set_exception(exc)
+
+
+def _answer_error(answer: Any) -> MatchcastError:
+    if not isinstance(answer, dict):
+        return PredictionFailed("the worker sent an answer of the wrong shape")
+    detail = str(answer.get("detail", "prediction failed"))
+    err = _ERRORS.get(str(answer.get("error", "")))
+    return err(detail) if err is not None else PredictionFailed(f"{answer.get('error')}: {detail}")
 
 
 class BacklogSampler:
@@ -208,6 +406,8 @@ class Dispatcher:
         )
         self.listener = ResultListener(self.redis)
         self.backlog = BacklogSampler(settings)
+        self.groups = SyncGroups(self, settings.sync_group_max, settings.sync_timeout_s)
+        self.async_groups = AsyncGroups(self, BULK_CHUNK)
 
     async def start(self) -> None:
         """Start the result listener and backlog sampler; declare the queues if the broker is there."""
@@ -226,27 +426,32 @@ class Dispatcher:
 
     async def close(self) -> None:
         """Stop background work and close connections."""
+        await self.groups.close()
+        await self.async_groups.close()
         await self.listener.stop()
         await self.backlog.stop()
         await self.redis.aclose()
         await run_in_threadpool(self.celery.close)
 
-    async def _send(self, task_id: str, payload: dict[str, Any], *, expires: float | None, source: str) -> None:
-        now = time.time()
-        meta = json.dumps({"source": source, "issued_at": now})
+    async def _issue(self, task_id: str, source: str) -> None:
+        """Record that ``task_id`` was issued (status polls of ids never issued are 404)."""
+        meta = json.dumps({"source": source, "issued_at": time.time()})
         try:
             await self.redis.set(task_key(task_id), meta, ex=self.settings.task_ttl_s)
         except RedisError as exc:
             raise _backend_down(exc) from exc
+
+    async def _send(self, task_id: str, payload: dict[str, Any], *, expires: float | None, source: str) -> None:
+        await self._issue(task_id, source)
         try:
             await run_in_threadpool(
                 self.celery.send_task,
                 PREDICT_TASK,
                 args=[payload],
                 task_id=task_id,
-                queue=ML_QUEUE,
+                queue=INTERACTIVE_QUEUE if source == "sync" else ML_QUEUE,
                 expires=expires,
-                headers={"submitted_at": now},
+                headers={"submitted_at": time.time()},
             )
         except BROKER_ERRORS as exc:
             with contextlib.suppress(RedisError):
@@ -256,45 +461,44 @@ class Dispatcher:
     def _admit(self) -> None:
         depth = self.backlog.depth
         if depth is not None and depth >= self.settings.max_backlog:
-            raise Overloaded(f"{depth} predictions are waiting in {ML_QUEUE} (limit {self.settings.max_backlog})")
+            raise Overloaded(f"{depth} messages are waiting in {ML_QUEUE} (limit {self.settings.max_backlog})")
 
-    async def _reusable(self, key: str) -> str | None:
-        """The task id an idempotency key points at, if that task is queued, running or succeeded."""
-        try:
-            existing = await self.redis.get(key)
-        except RedisError as exc:
-            raise _backend_down(exc) from exc
-        if not existing:
-            return None
-        task_id = existing.decode() if isinstance(existing, bytes) else str(existing)
-        meta = await self._read_meta(task_id)
-        if meta is not None and meta.get("status") in ("FAILURE", "REVOKED"):
-            with contextlib.suppress(RedisError):
-                await self.redis.delete(key)
-            return None
-        return task_id
+    async def _existing(self, key: str, task_id: str) -> str | None:
+        """Claim ``key`` for ``task_id`` (None), or the live task it already points at (one round trip).
 
-    async def _claim(
-        self, key: str | None, task_id: str, payload: dict[str, Any], *, expires: float | None, source: str
-    ) -> str:
-        """Send ``task_id``, or return the live task an idempotency key already points at."""
-        if key is not None:
-            found = await self._reusable(key)
-            if found:
-                return found
-        if source == "async":
-            self._admit()
-        if key is not None:
+        A key pointing at a failed or cancelled task is taken over: that work may be asked for again.
+        """
+        for _ in range(3):
             try:
-                won = await self.redis.set(key, task_id, nx=True, ex=self.settings.task_ttl_s)
-                raw = None if won else await self.redis.get(key)
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.set(key, task_id, nx=True, ex=self.settings.task_ttl_s)
+                    pipe.get(key)
+                    won, raw = await pipe.execute()
             except RedisError as exc:
                 raise _backend_down(exc) from exc
-            if raw:  # a concurrent identical request was first: share its task
-                return raw.decode() if isinstance(raw, bytes) else str(raw)
+            if won:
+                return None
+            if not raw:  # expired in between: try again
+                continue
+            existing = raw.decode() if isinstance(raw, bytes) else str(raw)
+            meta = await self._read_meta(existing)
+            if meta is None or meta.get("status") not in ("FAILURE", "REVOKED"):
+                return existing
+            with contextlib.suppress(RedisError):
+                await self.redis.delete(key)
+        raise ServiceUnavailable("could not claim the idempotency key; try again", ["result_backend"])
+
+    async def _claim(self, key: str | None, task_id: str, send: Callable[[], Awaitable[None]], *, source: str) -> str:
+        """Run ``send`` for ``task_id``, or return the live task an idempotency key already points at."""
+        if key is not None:
+            existing = await self._existing(key, task_id)
+            if existing is not None:
+                return existing
         try:
-            await self._send(task_id, payload, expires=expires, source=source)
-        except MatchcastError:
+            if source != "sync":
+                self._admit()
+            await send()
+        except BaseException:
             if key is not None:
                 with contextlib.suppress(RedisError):
                     await self.redis.delete(key)
@@ -306,10 +510,14 @@ class Dispatcher:
     ) -> str:
         """Queue a prediction and return its task id at once (the same id for a repeated idempotent request).
 
-        With ``callback_url``, the task's final status is POSTed there (signed) when it ends.
+        A stored match without a callback joins the next ``ml`` group; with ``callback_url``, the prediction is
+        a task of its own whose final status is POSTed there (signed) when it ends.
         """
         key = f"{IDEMPOTENCY_KEY}async:{idempotency_key}" if idempotency_key else None
         task_id = str(uuid.uuid4())
+        match_id = payload.get("match_id")
+        if callback_url is None and isinstance(match_id, int) and set(payload) == {"match_id"}:
+            return await self._claim(key, task_id, lambda: self.async_groups.submit(task_id, match_id), source="async")
         if callback_url is not None:
             key = f"{key}:cb:{payload_digest({'url': callback_url})}" if key else None
             body = CallbackStatus(url=callback_url).model_dump_json()
@@ -317,7 +525,11 @@ class Dispatcher:
                 await self.redis.set(callback_key(task_id), body, ex=self.settings.task_ttl_s)
             except RedisError as exc:
                 raise _backend_down(exc) from exc
-        claimed = await self._claim(key, task_id, payload, expires=None, source="async")
+
+        def send() -> Awaitable[None]:
+            return self._send(task_id, payload, expires=None, source="async")
+
+        claimed = await self._claim(key, task_id, send, source="async")
         if claimed != task_id and callback_url is not None:
             with contextlib.suppress(RedisError):
                 await self.redis.delete(callback_key(task_id))
@@ -360,14 +572,20 @@ class Dispatcher:
     ) -> dict[str, Any]:
         """Queue a prediction and wait for it up to ``timeout`` seconds without blocking the loop.
 
-        With an idempotency key, a request repeated while its task lives waits for that task instead.
+        With an idempotency key, a request repeated while its task lives waits for that task instead (a task of
+        its own); without one, the request joins the next group.
         """
+        if idempotency_key is None and timeout == self.groups.timeout:
+            return await self.groups.predict(payload)
         key = f"{IDEMPOTENCY_KEY}sync:{idempotency_key}:{payload_digest(payload)}" if idempotency_key else None
         task_id = str(uuid.uuid4())
         fut = self.listener.expect(task_id)  # listen before sending so the result cannot slip by
+
+        def send() -> Awaitable[None]:  # the task expires with the caller's patience: after a 504 nobody runs it
+            return self._send(task_id, payload, expires=timeout, source="sync")
+
         try:
-            # The task expires with the caller's patience: after a 504 nobody runs it.
-            claimed = await self._claim(key, task_id, payload, expires=timeout, source="sync")
+            claimed = await self._claim(key, task_id, send, source="sync")
             if claimed != task_id:
                 self.listener.forget(task_id)
                 task_id = claimed

@@ -19,9 +19,9 @@ from rich.table import Table
 
 from matchcast.cli import dead_letters, keys
 from matchcast.cli.ux import Commands, print_error, progress_bar, settings_error
-from matchcast.config import ML_QUEUE, RedactingFormatter, Settings, get_settings, secrets_of
+from matchcast.config import RedactingFormatter, Settings, get_settings, secrets_of
 from matchcast.errors import MatchcastError
-from matchcast.service.queue import BULK_QUEUE
+from matchcast.service.queue import LANES
 
 app = typer.Typer(
     cls=Commands,
@@ -175,8 +175,17 @@ def api(
 def worker(
     concurrency: Annotated[int | None, typer.Option(help="Worker processes (MATCHCAST_WORKER_CONCURRENCY)")] = None,
     hostname: Annotated[str | None, typer.Option(help="Node name, unique per worker")] = None,
+    lane: Annotated[
+        str | None,
+        typer.Option(help="interactive (ml.interactive), bulk (ml, ml.bulk) or all (MATCHCAST_WORKER_LANE)"),
+    ] = None,
 ) -> None:
-    """Run a Celery worker consuming the `ml` queue."""
+    """Run a Celery worker consuming the `ml` queues of its lane."""
+    if lane is not None:
+        if lane not in LANES:
+            raise typer.BadParameter(f"lane must be one of {', '.join(LANES)}", param_hint="--lane")
+        os.environ["MATCHCAST_WORKER_LANE"] = lane
+        get_settings.cache_clear()
     settings = _settings()
     prom_dir = settings.prometheus_multiproc_dir or settings.home / "prometheus" / f"worker-{os.getpid()}"
     shutil.rmtree(prom_dir, ignore_errors=True)
@@ -196,7 +205,7 @@ def worker(
         [
             "worker",
             "-Q",
-            f"{ML_QUEUE},{BULK_QUEUE}",
+            ",".join(LANES[settings.worker_lane]),
             "-c",
             str(concurrency or settings.worker_concurrency),
             "-n",

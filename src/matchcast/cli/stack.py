@@ -198,7 +198,15 @@ def run_stack(settings: Settings, console: Console) -> int:
         admin_token = announce_auth(settings, console)
         env = child_env(settings)
         py = [sys.executable, "-m", "matchcast"]
-        procs.append(("worker", subprocess.Popen([*py, "worker"], env=env, start_new_session=True)))
+        # Two lanes: one process kept for people waiting on a screen, the rest for async and batch work.
+        env_interactive = env | {
+            "MATCHCAST_WORKER_METRICS_PORT": str(
+                settings.worker_metrics_port + 1 if settings.worker_metrics_port else 0
+            )
+        }
+        interactive = [*py, "worker", "--lane", "interactive", "--concurrency", "1"]
+        procs.append(("worker", subprocess.Popen([*py, "worker", "--lane", "bulk"], env=env, start_new_session=True)))
+        procs.append(("worker-interactive", subprocess.Popen(interactive, env=env_interactive, start_new_session=True)))
         procs.append(("api", subprocess.Popen([*py, "api"], env=env, start_new_session=True)))
         ui_base = f"http://{settings.ui_host}:{settings.ui_port}"
         if settings.ui_port:

@@ -18,6 +18,13 @@ class ModelCatalog:
         self._cached: tuple[float, ModelInfo] | None = None
         self._lock = threading.Lock()
 
+    def fresh(self) -> ModelInfo | None:
+        """The cached metadata while it is fresh, else None (then call ``info``, which may ask the registry)."""
+        cached = self._cached
+        if cached and time.monotonic() - cached[0] < self.ttl_s:
+            return cached[1]
+        return None
+
     def info(self) -> ModelInfo:
         """Metadata of the version the alias points at (``ModelNotFound`` if none)."""
         with self._lock:

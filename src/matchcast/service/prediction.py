@@ -128,6 +128,39 @@ class PredictionService:
         probs = self.model.predictor.predict_proba(x)[0]
         return self._prediction(probs, home_team=request.home_team, away_team=request.away_team, date=request.date)
 
+    def predict_each(self, payloads: list[Any]) -> list[dict[str, Any]]:
+        """Many requests in one vectorised pass, each answered on its own.
+
+        For each payload, in order: ``{"prediction": {...}}`` or ``{"error": <exception type>, "detail": <text>}``:
+        one bad or unknown request does not fail the others.
+        """
+        out: list[dict[str, Any]] = [{} for _ in payloads]
+        by_id: dict[int, list[int]] = {}
+        inline: list[tuple[int, InlinePredictionRequest]] = []
+        for i, payload in enumerate(payloads):
+            try:
+                if not isinstance(payload, dict):
+                    raise InvalidInput("payload must be a JSON object")
+                if "match_id" in payload:
+                    by_id.setdefault(AsyncPredictionRequest.model_validate(payload).match_id, []).append(i)
+                else:
+                    inline.append((i, InlinePredictionRequest.model_validate(payload)))
+            except ValidationError as exc:
+                out[i] = _error_entry(InvalidInput(f"invalid task payload: {_problems(exc)}"))
+            except InvalidInput as exc:
+                out[i] = _error_entry(exc)
+        if by_id:
+            for match_id, found in self.predict_many(list(by_id)).items():
+                entry = _error_entry(found) if isinstance(found, Exception) else {"prediction": found}
+                for i in by_id[match_id]:
+                    out[i] = entry
+        if inline:
+            x = np.array([[getattr(r.features, n) for n in FEATURE_NAMES] for _, r in inline], dtype=np.float64)
+            for (i, r), p in zip(inline, self.model.predictor.predict_proba(x), strict=True):
+                pred = self._prediction(p, home_team=r.home_team, away_team=r.away_team, date=r.date)
+                out[i] = {"prediction": pred.model_dump(mode="json")}
+        return out
+
     def predict(self, payload: dict[str, Any]) -> dict[str, Any]:
         """The task's entry point: a JSON payload in, a JSON prediction out.
 
@@ -144,6 +177,10 @@ class PredictionService:
         except ValidationError as exc:
             raise InvalidInput(f"invalid task payload: {_problems(exc)}") from None
         return pred.model_dump(mode="json")
+
+
+def _error_entry(exc: Exception) -> dict[str, Any]:
+    return {"error": type(exc).__name__, "detail": str(exc)}
 
 
 def _problems(exc: ValidationError, limit: int = 5) -> str:

@@ -1,6 +1,11 @@
 """The Celery application's configuration, shared by the API (which only sends by task name) and workers.
 
-On RabbitMQ, ``ml`` is a durable quorum queue on a topic exchange (topic, so Celery's native delayed delivery
+Three queues on one exchange: ``ml.interactive`` carries sync requests (grouped: one ``predict_match`` message
+holds every request an API process had waiting), ``ml`` single async predictions and callbacks, ``ml.bulk`` the
+chunks of batch submissions and of grouped async submissions. Workers of the ``interactive`` lane serve only
+``ml.interactive``, so a flood of async work never queues in front of someone waiting on a screen.
+
+On RabbitMQ, each is a durable quorum queue on a topic exchange (topic, so Celery's native delayed delivery
 can carry retry countdowns) with a delivery limit; messages it rejects or that exceed the limit are
 dead-lettered through the exchange ``ml.dlx`` into the durable queue ``ml.dead``. Publishing waits for the
 broker's confirm. On Redis (the embedded default) the same names are plain lists.
@@ -13,7 +18,7 @@ from typing import Any
 from celery import Celery
 from kombu import Connection, Exchange, Queue
 
-from matchcast.config import ML_QUEUE, PREDICT_TASK, Settings
+from matchcast.config import INTERACTIVE_QUEUE, ML_QUEUE, PREDICT_TASK, Settings
 
 BULK_QUEUE = "ml.bulk"
 BULK_TASK = "predict_matches"
@@ -21,6 +26,12 @@ BULK_CHUNK = 100
 DEAD_QUEUE = "ml.dead"
 DEAD_EXCHANGE = "ml.dlx"
 CALLBACK_TASK = "deliver_callback"
+GROUP_MAX = 1000  # most requests one grouped ``predict_match`` message may carry
+LANES: dict[str, tuple[str, ...]] = {
+    "interactive": (INTERACTIVE_QUEUE,),
+    "bulk": (ML_QUEUE, BULK_QUEUE),
+    "all": (INTERACTIVE_QUEUE, ML_QUEUE, BULK_QUEUE),
+}
 
 
 def is_amqp(url: str) -> bool:
@@ -29,7 +40,7 @@ def is_amqp(url: str) -> bool:
 
 
 def ml_queue(settings: Settings, name: str = ML_QUEUE) -> Queue:
-    """The ``ml`` queue (or its bulk sibling ``ml.bulk``) as this broker supports it best."""
+    """The ``ml`` queue (or its siblings ``ml.interactive``, ``ml.bulk``) as this broker supports it best."""
     if is_amqp(settings.resolved_broker_url()):
         return Queue(
             name,
@@ -56,8 +67,8 @@ def declare_topology(settings: Settings, conn: Connection) -> None:
     channel = conn.default_channel
     if is_amqp(settings.resolved_broker_url()):
         dead_queue()(channel).declare()
-    ml_queue(settings)(channel).declare()
-    ml_queue(settings, BULK_QUEUE)(channel).declare()
+    for name in LANES["all"]:
+        ml_queue(settings, name)(channel).declare()
 
 
 class PublisherCelery(Celery):
@@ -96,7 +107,7 @@ def make_celery(settings: Settings, *, publisher: bool = False) -> Celery:
         result_serializer="json",
         accept_content=["json"],
         result_accept_content=["json"],
-        task_queues=(ml_queue(settings), ml_queue(settings, BULK_QUEUE)),
+        task_queues=tuple(ml_queue(settings, name) for name in LANES["all"]),
         task_default_queue=ML_QUEUE,
         task_default_exchange=ML_QUEUE,
         task_default_routing_key=ML_QUEUE,

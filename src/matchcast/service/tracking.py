@@ -52,8 +52,11 @@ def status_of(task_id: str, meta: dict[str, Any] | None) -> TaskStatus:
     if meta is None:
         return TaskStatus(task_id=task_id, status="PENDING")
     state = meta.get("status", "PENDING")
-    if state == "SUCCESS":
-        return TaskStatus(task_id=task_id, status="SUCCESS", result=meta.get("result"))
+    if state == "SUCCESS":  # a grouped sync message's result is a list, read by the API that sent it
+        result: Any = meta.get("result")
+        if not isinstance(result, dict):
+            result = None
+        return TaskStatus(task_id=task_id, status="SUCCESS", result=result)
     if state == "FAILURE" and exc_type_of(meta) == "DeadLettered":
         return TaskStatus(task_id=task_id, status="DEAD_LETTERED", error=error_text(meta))
     if state in ("FAILURE", "REVOKED", "RETRY"):

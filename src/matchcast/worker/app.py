@@ -12,10 +12,10 @@ from typing import Any
 
 from celery import signals
 
-from matchcast.config import ML_QUEUE, get_settings
+from matchcast.config import get_settings
 from matchcast.metrics import MODEL_LOADS
 from matchcast.service.prediction import PredictionService
-from matchcast.service.queue import declare_topology, make_celery
+from matchcast.service.queue import LANES, declare_topology, make_celery
 from matchcast.service.tracking import WorkerHeartbeat
 from matchcast.service.wiring import registry_for, store_for
 
@@ -76,12 +76,13 @@ def _on_process_shutdown(pid: int | None = None, **_: Any) -> None:
 @signals.worker_ready.connect
 def _on_ready(sender: Any = None, **_: Any) -> None:
     hostname = getattr(sender, "hostname", None) or socket.gethostname()
+    queues = list(LANES[settings.worker_lane])
     beat = WorkerHeartbeat(settings.resolved_result_backend(), hostname, settings.worker_heartbeat_s)
 
     def loop() -> None:
         while not _heartbeat_stop.is_set():
             try:
-                beat.beat({"pid": os.getpid(), "queues": [ML_QUEUE]})
+                beat.beat({"pid": os.getpid(), "lane": settings.worker_lane, "queues": queues})
             except Exception as exc:  # the backend may be away for a while; keep beating
                 log.warning("heartbeat failed: %s", exc)
             _heartbeat_stop.wait(settings.worker_heartbeat_s)
@@ -96,7 +97,12 @@ def _on_ready(sender: Any = None, **_: Any) -> None:
     global _collector
     _collector = DeadLetterCollector(app, settings)
     _collector.start()
-    log.info("worker_ready hostname=%s queue=%s", hostname, ML_QUEUE)
+    log.info(
+        "worker_ready hostname=%s lane=%s queues=%s",
+        hostname,
+        settings.worker_lane,
+        ",".join(queues),
+    )
 
 
 @signals.worker_shutdown.connect

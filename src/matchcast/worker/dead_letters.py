@@ -19,11 +19,11 @@ from typing import Any
 from celery import Celery
 from kombu import Connection, Message
 
-from matchcast.config import Settings
+from matchcast.config import PREDICT_TASK, Settings
 from matchcast.data.dead_letters import DeadLetters
 from matchcast.errors import DeadLettered
 from matchcast.metrics import DEAD_LETTERS_RECORDED
-from matchcast.service.queue import CALLBACK_TASK, DEAD_QUEUE, dead_queue
+from matchcast.service.queue import BULK_TASK, CALLBACK_TASK, DEAD_QUEUE, dead_queue
 from matchcast.service.tracking import callback_key, cancel_key
 from matchcast.service.wiring import store_for
 
@@ -56,7 +56,33 @@ def publish_dead_letter(
             retry=True,
             retry_policy={"max_retries": 10, "interval_max": 2},
         )
-    log.warning("dead_lettered task_id=%s reason=%s attempts=%d error=%s", task_id, reason, attempts, error[:200])
+    for one in split_bulk(body):
+        log.warning(
+            "dead_lettered task_id=%s%s reason=%s attempts=%d error=%s",
+            one["task_id"],
+            f" chunk={task_id}" if one["task_id"] != task_id else "",
+            reason,
+            attempts,
+            error[:200],
+        )
+
+
+def split_bulk(letter: dict[str, Any]) -> list[dict[str, Any]]:
+    """A dead ``predict_matches`` chunk as one ``predict_match`` letter per task it carried, else the letter.
+
+    Each task of a chunk then reads DEAD_LETTERED under its own id and can be replayed on its own, like any
+    other ``predict_match``; recording is idempotent per task id, so a collector that dies half way through a
+    chunk and sees it again records nothing twice.
+    """
+    args = letter.get("args")
+    payload = args[0] if isinstance(args, list) and args else None
+    items = payload.get("items") if isinstance(payload, dict) else None
+    if letter.get("task_name") != BULK_TASK or not isinstance(items, list):
+        return [letter]
+    tasks = [i for i in items if isinstance(i, list) and len(i) == 2 and isinstance(i[0], str)]
+    if not tasks:
+        return [letter]
+    return [{**letter, "task_id": t, "task_name": PREDICT_TASK, "args": [{"match_id": m}]} for t, m in tasks]
 
 
 def raw_body_text(message: Message) -> str:
@@ -107,12 +133,13 @@ class DeadLetterCollector:
         self.thread.start()
 
     def _store(self, letter: dict[str, Any]) -> None:
-        DeadLetters(store_for(self.settings)).record(**letter)
-        DEAD_LETTERS_RECORDED.labels(reason=letter["reason"]).inc()
-        err = DeadLettered(f"dead-lettered ({letter['reason']}): {letter['error']}")
-        self.app.backend.mark_as_failure(letter["task_id"], err)
-        if letter["reason"] == "delivery_limit" and self.app.backend.client.exists(callback_key(letter["task_id"])):
-            self.app.send_task(CALLBACK_TASK, args=[letter["task_id"]])  # no worker returned from this task
+        for one in split_bulk(letter):
+            DeadLetters(store_for(self.settings)).record(**one)
+            DEAD_LETTERS_RECORDED.labels(reason=one["reason"]).inc()
+            err = DeadLettered(f"dead-lettered ({one['reason']}): {one['error']}")
+            self.app.backend.mark_as_failure(one["task_id"], err)
+            if one["reason"] == "delivery_limit" and self.app.backend.client.exists(callback_key(one["task_id"])):
+                self.app.send_task(CALLBACK_TASK, args=[one["task_id"]])  # no worker returned from this task
 
     def _not_dead(self, message: Message, task_id: str) -> str | None:
         """Why a message the broker dead-lettered is no dead letter after all, or None."""

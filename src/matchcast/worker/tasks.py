@@ -18,7 +18,7 @@ from matchcast.errors import InvalidInput, NotFound, ServiceUnavailable
 from matchcast.metrics import TASK_DURATION, TASK_QUEUE_WAIT, TASKS
 from matchcast.schemas import CallbackStatus
 from matchcast.service.callbacks import post_callback
-from matchcast.service.queue import BULK_TASK, CALLBACK_TASK
+from matchcast.service.queue import BULK_TASK, CALLBACK_TASK, GROUP_MAX
 from matchcast.service.tracking import callback_key, cancel_key, status_of
 from matchcast.worker.app import app, get_service, settings
 from matchcast.worker.dead_letters import publish_dead_letter
@@ -82,6 +82,18 @@ def schedule_callback(task_id: str, countdown: float = 0) -> None:
     app.send_task(CALLBACK_TASK, args=[task_id], queue=ML_QUEUE, countdown=countdown or None)
 
 
+def _cancelled_many(task_ids: list[str]) -> set[str]:
+    """Which of these tasks were cancelled (one round trip)."""
+    try:
+        with app.backend.client.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.exists(cancel_key(task_id))
+            flags = pipe.execute()
+    except redis.exceptions.RedisError:
+        return set()
+    return {task_id for task_id, flag in zip(task_ids, flags, strict=True) if flag}
+
+
 def _cancelled(task_id: str) -> bool:
     try:
         return bool(app.backend.client.exists(cancel_key(task_id)))
@@ -90,8 +102,14 @@ def _cancelled(task_id: str) -> bool:
 
 
 @app.task(name=PREDICT_TASK, base=PredictTask, bind=True)
-def predict_match(self: PredictTask, payload: dict[str, Any]) -> dict[str, Any]:
-    """Predict one match: ``{"match_id": N}`` or inline ``{"features": {...}, ...}``."""
+def predict_match(self: PredictTask, payload: dict[str, Any] | list[Any]) -> dict[str, Any] | list[dict[str, Any]]:
+    """Predict one match: ``{"match_id": N}`` or inline ``{"features": {...}, ...}``.
+
+    A list of such payloads (the API's grouped sync requests) is predicted in one vectorised pass; the result
+    is a list in the same order, each ``{"prediction": ...}`` or ``{"error": type, "detail": text}``.
+    """
+    if isinstance(payload, list):
+        return _predict_group(self, payload)
     task_id = self.request.id
     if not self.request.retries and _cancelled(task_id):
         TASKS.labels(outcome="cancelled").inc()
@@ -121,6 +139,28 @@ def predict_match(self: PredictTask, payload: dict[str, Any]) -> dict[str, Any]:
     TASKS.labels(outcome="succeeded").inc()
     TASK_DURATION.observe(time.perf_counter() - started)
     return result
+
+
+def _predict_group(task: PredictTask, payloads: list[Any]) -> list[dict[str, Any]]:
+    if not payloads or len(payloads) > GROUP_MAX:
+        TASKS.labels(outcome="rejected").inc()
+        raise InvalidInput(f"a group holds 1 to {GROUP_MAX} payloads, got {len(payloads)}")
+    submitted = task.request.get("submitted_at")
+    if isinstance(submitted, int | float) and not task.request.retries:
+        TASK_QUEUE_WAIT.observe(max(0.0, time.time() - submitted))
+    started = time.perf_counter()
+    try:
+        out = get_service().predict_each(payloads)
+    except TRANSIENT:
+        TASKS.labels(outcome="retried" if task.request.retries < task.max_retries else "failed").inc(len(payloads))
+        raise
+    errors = [entry["error"] for entry in out if "error" in entry]
+    TASKS.labels(outcome="succeeded").inc(len(out) - len(errors))
+    if errors:
+        TASKS.labels(outcome="not_found").inc(sum(e in ("MatchNotFound", "FeaturesNotReady") for e in errors))
+        TASKS.labels(outcome="rejected").inc(sum(e == "InvalidInput" for e in errors))
+    TASK_DURATION.observe(time.perf_counter() - started)
+    return out
 
 
 @app.task(name=CALLBACK_TASK, bind=True, max_retries=None, acks_late=True)
@@ -183,7 +223,8 @@ def predict_matches(self: PredictTask, payload: dict[str, Any]) -> int:
     ):
         raise InvalidInput("payload must be {'items': [[task_id, match_id], ...]}")
     started = time.perf_counter()
-    wanted = {task_id: match_id for task_id, match_id in items if not _cancelled(task_id)}
+    cancelled = _cancelled_many([task_id for task_id, _ in items])
+    wanted = {task_id: match_id for task_id, match_id in items if task_id not in cancelled}
     outcomes = get_service().predict_many(list(set(wanted.values())))
     ok: dict[str, dict[str, Any]] = {}
     for task_id, match_id in wanted.items():
@@ -194,6 +235,7 @@ def predict_matches(self: PredictTask, payload: dict[str, Any]) -> int:
         else:
             ok[task_id] = outcome
     _store_results(ok)
+    log.info("predicted chunk=%s tasks=%s", self.request.id, ",".join(ok))
     TASKS.labels(outcome="succeeded").inc(len(ok))
     TASK_DURATION.observe(time.perf_counter() - started)
     return len(ok)

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from matchcast.api.deps import CatalogDep, DispatcherDep, SettingsDep, StoreDep
 from matchcast.api.dispatch import queue_depth
-from matchcast.config import ML_QUEUE, Settings, redact_text, secrets_of
+from matchcast.config import INTERACTIVE_QUEUE, ML_QUEUE, Settings, redact_text, secrets_of
 from matchcast.data.dead_letters import DeadLetters
 from matchcast.metrics import DEAD_LETTERS, QUEUE_DEPTH, READINESS
 from matchcast.schemas import AsyncSubmitted, DeadLetterOut, DeadLetterPage, ErrorBody, Readiness, TaskStatus
@@ -85,18 +85,34 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def _broker_check(settings: Settings) -> tuple[int, int | None]:
-    """Connect to the broker: (messages waiting in ``ml``, consumers when the broker can tell)."""
+SERVED = (INTERACTIVE_QUEUE, ML_QUEUE)  # sync and async work: each needs a worker
+
+
+def _broker_check(settings: Settings) -> tuple[int, dict[str, int] | None]:
+    """Connect to the broker: (messages waiting in ``ml``, consumers per queue when the broker can tell)."""
     with Connection(settings.resolved_broker_url(), connect_timeout=settings.readiness_timeout_s) as conn:
-        return queue_depth(settings, conn)
+        depth, consumers = queue_depth(settings, conn)
+        if consumers is None:
+            return depth, None
+        return depth, {ML_QUEUE: consumers, INTERACTIVE_QUEUE: queue_depth(settings, conn, INTERACTIVE_QUEUE)[1] or 0}
+
+
+def _consumers_from_heartbeats(workers: list[dict[str, object]]) -> dict[str, int]:
+    counts = dict.fromkeys(SERVED, 0)
+    for w in workers:
+        queues = w.get("queues")
+        for q in SERVED:
+            if not isinstance(queues, list) or q in queues:
+                counts[q] += 1
+    return counts
 
 
 @router.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}})
 async def ready(settings: SettingsDep, dispatcher: DispatcherDep, catalog: CatalogDep) -> JSONResponse:
-    """Broker, result backend, registry and at least one worker consuming ``ml``; 503 naming what is missing."""
+    """Broker, result backend, registry, workers consuming ``ml.interactive`` and ``ml``; 503 names what lacks."""
     timeout = settings.readiness_timeout_s
     checks: dict[str, str] = {}
-    consumers: int | None = None
+    consumers: dict[str, int] | None = None
 
     async def broker() -> None:
         nonlocal consumers
@@ -127,12 +143,13 @@ async def ready(settings: SettingsDep, dispatcher: DispatcherDep, catalog: Catal
         except Exception as exc:
             checks["worker"] = f"unavailable: {type(exc).__name__}"
     if "worker" not in checks:
-        # RabbitMQ counts consumers of ``ml`` itself; other brokers rely on the workers' heartbeats.
-        alive = consumers if consumers is not None else len(workers)
-        if alive:
-            checks["worker"] = f"ok ({alive} consuming {ML_QUEUE})"
+        # RabbitMQ counts the consumers of each queue itself; other brokers rely on the workers' heartbeats.
+        alive = consumers if consumers is not None else _consumers_from_heartbeats(workers)
+        idle = [q for q in SERVED if not alive.get(q)]
+        if idle:
+            checks["worker"] = f"unavailable: no worker is consuming {', '.join(idle)}"
         else:
-            checks["worker"] = f"unavailable: no worker is consuming {ML_QUEUE}"
+            checks["worker"] = "ok (" + ", ".join(f"{alive[q]} consuming {q}" for q in SERVED) + ")"
     missing = sorted(k for k, v in checks.items() if not v.startswith("ok"))
     for name in checks:
         READINESS.labels(check=name).set(0 if name in missing else 1)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import time
-from datetime import date
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, status
+from fastapi import APIRouter, Header, Query, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from matchcast.api.deps import CatalogDep, DispatcherDep, MatchesDep, SettingsDep, StoreDep
@@ -21,6 +20,7 @@ from matchcast.schemas import (
     BatchTask,
     ErrorBody,
     InlinePredictionRequest,
+    IsoDate,
     MatchOut,
     MatchPage,
     ModelInfo,
@@ -45,18 +45,25 @@ IdempotencyKey = Annotated[
 ]
 
 
+_SYNC_REQUESTS = PREDICTION_REQUESTS.labels(source="sync")
+_ASYNC_REQUESTS = PREDICTION_REQUESTS.labels(source="async")
+_SYNC_LATENCY = PREDICTION_LATENCY.labels(source="sync")
+
+
 async def _sync(
     dispatcher: DispatcherDep, settings: SettingsDep, payload: dict[str, object], idempotency_key: str | None = None
-) -> Prediction:
-    PREDICTION_REQUESTS.labels(source="sync").inc()
+) -> Response:
+    _SYNC_REQUESTS.inc()
     started = time.perf_counter()
     try:
         result = await dispatcher.predict(payload, timeout=settings.sync_timeout_s, idempotency_key=idempotency_key)
     except PredictionTimeout:
         PREDICTION_TIMEOUTS.inc()
         raise
-    PREDICTION_LATENCY.labels(source="sync").observe(time.perf_counter() - started)
-    return Prediction.model_validate(result)
+    _SYNC_LATENCY.observe(time.perf_counter() - started)
+    # Validated here once; serialised directly (``response_model`` would validate the same object again).
+    body = Prediction.model_validate(result).model_dump_json()
+    return Response(body, media_type="application/json")
 
 
 async def _require_match(matches: MatchesDep, match_id: int) -> None:
@@ -68,8 +75,8 @@ async def _require_match(matches: MatchesDep, match_id: int) -> None:
 async def upcoming_matches(
     store: StoreDep,
     league: Annotated[str | None, Query(max_length=64)] = None,
-    date_from: Annotated[date | None, Query(alias="from")] = None,
-    date_to: Annotated[date | None, Query(alias="to")] = None,
+    date_from: Annotated[IsoDate | None, Query(alias="from")] = None,
+    date_to: Annotated[IsoDate | None, Query(alias="to")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> MatchPage:
@@ -102,7 +109,7 @@ async def predict_inline(
     dispatcher: DispatcherDep,
     settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
-) -> Prediction:
+) -> Response:
     """Predict from features given inline; waits up to the sync timeout."""
     return await _sync(dispatcher, settings, body.model_dump(mode="json"), idempotency_key)
 
@@ -120,22 +127,25 @@ async def predict_async(
     catalog: CatalogDep,
     settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
-) -> AsyncSubmitted:
+) -> Response:
     """Queue a prediction of a stored match; poll ``status_url`` for the result.
 
     Idempotent: while a task for the same match, model version and feature version is queued, running or done,
     the same ``task_id`` comes back and the model does not run again.
     """
     await _require_match(matches, body.match_id)
-    model = await run_in_threadpool(catalog.info)
+    model = catalog.fresh()
+    if model is None:
+        model = await run_in_threadpool(catalog.info)
     key = idempotency_key or f"match:{body.match_id}:{model.version}:{FEATURE_VERSION}"
     if body.callback_url is not None:
         if settings.callback_secret is None:
             raise InvalidInput("callbacks are off: set MATCHCAST_CALLBACK_SECRET to sign them")
         await run_in_threadpool(check_callback_url_for, settings, body.callback_url)
     task_id = await dispatcher.submit({"match_id": body.match_id}, idempotency_key=key, callback_url=body.callback_url)
-    PREDICTION_REQUESTS.labels(source="async").inc()
-    return AsyncSubmitted(task_id=task_id, status_url=f"/monitoring/task_status/{task_id}")
+    _ASYNC_REQUESTS.inc()
+    body_out = AsyncSubmitted(task_id=task_id, status_url=f"/monitoring/task_status/{task_id}").model_dump_json()
+    return Response(body_out, status_code=status.HTTP_202_ACCEPTED, media_type="application/json")
 
 
 @router.post(
@@ -157,7 +167,7 @@ async def predict_async_batch(
     if unknown:
         raise NotFound(f"unknown match ids (nothing was queued): {unknown[:20]}")
     ids = await dispatcher.submit_batch(wanted)
-    PREDICTION_REQUESTS.labels(source="async").inc(len(ids))
+    _ASYNC_REQUESTS.inc(len(ids))
     tasks = [BatchTask(match_id=m, task_id=t, status_url=f"/monitoring/task_status/{t}") for m, t in ids.items()]
     return BatchSubmitted(count=len(tasks), tasks=tasks)
 
@@ -165,7 +175,7 @@ async def predict_async_batch(
 @router.get("/{match_id}", response_model=Prediction, responses={404: _ERR, 503: _ERR, 504: _ERR})
 async def predict_match(
     match_id: int, dispatcher: DispatcherDep, settings: SettingsDep, matches: MatchesDep
-) -> Prediction:
+) -> Response:
     """Predict a stored match from its precomputed features; waits up to the sync timeout."""
     if not 1 <= match_id <= 2**31 - 1:
         raise MatchNotFound(match_id)
