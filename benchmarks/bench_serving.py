@@ -84,6 +84,7 @@ class Config:
     soak_s: float
     profile: bool
     worker_concurrency: int
+    api_workers: int
     phases: tuple[str, ...]
 
     @classmethod
@@ -105,6 +106,7 @@ class Config:
             soak_s=args.soak or 0.0,
             profile=args.profile,
             worker_concurrency=args.worker_concurrency,
+            api_workers=args.api_workers,
             phases=tuple(args.phases),
         )
 
@@ -219,7 +221,7 @@ def describe_machine(stack: Stack) -> dict[str, Any]:
             "the seed's tasks go here) and `matchcast worker --lane interactive` "
             f"({len(stack.procs['worker-interactive'].tree()) - 1} prefork process: ml.interactive)"
         ),
-        "api": "one `matchcast api` process (uvicorn, uvloop, httptools, access log off)",
+        "api": f"`matchcast api --workers {stack.api_workers}` (uvicorn, uvloop, httptools, access log off)",
         "shared": "the machine may be shared with other runs: expect noise (see loadavg per phase)",
     }
 
@@ -1011,6 +1013,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--soak", type=float, metavar="SECONDS", help="also run at half of peak load, RSS every 10 s")
     p.add_argument("--profile", action="store_true", help="also py-spy the API and worker under c64 load")
     p.add_argument("--worker-concurrency", type=int, default=2, help="prefork processes of the worker (2)")
+    p.add_argument("--api-workers", type=int, default=1, help="processes of `matchcast api --workers` (1)")
     p.add_argument("--home", type=Path, help="reuse (or create and keep) this trained home instead of a temp one")
     p.add_argument("--keep", action="store_true", help="keep the temp folder (logs) at the end")
     p.add_argument("--out", type=Path, default=RESULTS / "latest.json", help="report path")
@@ -1028,7 +1031,7 @@ def start_stack(stack: Stack, cfg: Config) -> None:
     stack.create_key()
     worker = stack.start_worker(cfg.worker_concurrency)
     interactive = stack.start_worker(1, lane="interactive", name="worker-interactive")
-    api = stack.start_api()
+    api = stack.start_api(cfg.api_workers)
     seed = stack.start_uvicorn("seed", "seed_app")
     ceiling = stack.start_uvicorn("ceiling", "ceiling_app")
     stack.wait_worker(worker, cfg.worker_concurrency)

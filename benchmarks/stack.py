@@ -141,6 +141,7 @@ class Stack:
     token: str = ""
     procs: dict[str, Proc] = field(default_factory=dict)
     hostnames: dict[str, str] = field(default_factory=dict)  # worker node name per lane
+    api_workers: int = 1
     match_ids: list[int] = field(default_factory=list)
     _kombu: Any = None
     _kombu_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -293,10 +294,12 @@ class Stack:
             ],
         )
 
-    def start_api(self) -> Proc:
-        """``matchcast api`` on a free port."""
+    def start_api(self, workers: int = 1) -> Proc:
+        """``matchcast api`` on a free port, with ``workers`` processes."""
         port = free_port()
-        return self.spawn("api", [sys.executable, "-m", "matchcast", "api", "--port", str(port)], port)
+        self.api_workers = workers
+        argv = [sys.executable, "-m", "matchcast", "api", "--port", str(port), "--workers", str(workers)]
+        return self.spawn("api", argv, port)
 
     def start_uvicorn(self, name: str, module: str) -> Proc:
         """A benchmark app (``seed_app`` or ``ceiling_app``) served by uvicorn like the API (uvloop, httptools)."""

@@ -37,6 +37,7 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
+    api_workers: int = Field(default=1, ge=1, le=64, description="API processes sharing the port (uvicorn workers)")
     sync_timeout_s: float = Field(default=30.0, gt=0, le=300)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     task_ttl_s: int = Field(default=24 * 3600, ge=60)

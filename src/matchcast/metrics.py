@@ -7,7 +7,10 @@ before this module is imported.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -44,3 +47,15 @@ SYNC_GROUP_SIZE = Histogram(
     "Sync requests sent together in one predict_match message (API)",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000),
 )
+
+
+def exposition() -> bytes:
+    """The Prometheus text of this process, or of all the processes sharing ``PROMETHEUS_MULTIPROC_DIR``.
+
+    ``matchcast api --workers N`` (N > 1) and ``matchcast worker`` set that folder before starting their processes.
+    """
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
 
 from matchcast import __version__
 from matchcast.api import errors
@@ -40,6 +41,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             keys=key_service_for(settings),
             limiter=limiter_for(settings),
         )
+        # Warm what the first requests would otherwise wait for: the match id index and the model's metadata.
+        parts = app.state.parts
+        for warm in (lambda: parts.known_matches().contains(0), parts.catalog.info):
+            try:
+                await run_in_threadpool(warm)
+            except Exception as exc:  # the registry may come later; requests then ask again
+                log.warning("could not warm up (%s)", type(exc).__name__)
         # Everything built so far lives as long as the process: keep it out of the collector's full passes,
         # which otherwise walk it again and again and stall every waiting request while they do.
         gc.collect()

@@ -32,12 +32,15 @@ class Parts:
     limiter: TokenBuckets | None = None  # per-key rate limits
     matches: KnownMatches | None = None  # stored match ids, from memory
 
+    def known_matches(self) -> KnownMatches:
+        """The stored match ids, built on first use."""
+        if self.matches is None:
+            self.matches = KnownMatches(self.store)
+        return self.matches
+
 
 async def _matches(request: Request) -> KnownMatches:
-    parts = _parts(request)
-    if parts.matches is None:
-        parts.matches = KnownMatches(parts.store)
-    return parts.matches
+    return _parts(request).known_matches()
 
 
 def _parts(request: Request) -> Parts:
@@ -61,6 +64,12 @@ async def _catalog(request: Request) -> ModelCatalog:
     return _parts(request).catalog
 
 
+async def _all_parts(request: Request) -> Parts:
+    return _parts(request)
+
+
+# The hot routes take everything as one dependency: FastAPI's cost grows with each dependency it resolves.
+PartsDep = Annotated[Parts, Depends(_all_parts)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 StoreDep = Annotated[MatchStore, Depends(_store)]
 DispatcherDep = Annotated[Dispatcher, Depends(_dispatcher)]

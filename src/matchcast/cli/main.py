@@ -149,9 +149,16 @@ def promote(
 def api(
     host: Annotated[str | None, typer.Option(help="Bind address (MATCHCAST_API_HOST)")] = None,
     port: Annotated[int | None, typer.Option(help="Port (MATCHCAST_API_PORT)")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, max=64, help="Processes (MATCHCAST_API_WORKERS)")] = None,
 ) -> None:
     """Run the HTTP API (needs a broker and result backend; see `matchcast up`)."""
     settings = _settings()
+    processes = workers or settings.api_workers
+    if processes > 1:  # the processes' metrics meet in one folder, served together by GET /metrics
+        prom_dir = settings.home / "prometheus" / f"api-{os.getpid()}"
+        shutil.rmtree(prom_dir, ignore_errors=True)
+        prom_dir.mkdir(parents=True, exist_ok=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(prom_dir)
     from matchcast.service.auth import refuse_open_bind
 
     try:
@@ -168,6 +175,7 @@ def api(
         log_level=settings.log_level.lower(),
         log_config=None,  # uvicorn's records go through the root handler and its redacting formatter
         access_log=False,
+        workers=processes,
     )
 
 

@@ -8,14 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response, status
 from fastapi.responses import JSONResponse, PlainTextResponse
 from kombu import Connection
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from matchcast.api.deps import CatalogDep, DispatcherDep, SettingsDep, StoreDep
 from matchcast.api.dispatch import queue_depth
 from matchcast.config import INTERACTIVE_QUEUE, ML_QUEUE, Settings, redact_text, secrets_of
 from matchcast.data.dead_letters import DeadLetters
-from matchcast.metrics import DEAD_LETTERS, QUEUE_DEPTH, READINESS
+from matchcast.metrics import DEAD_LETTERS, QUEUE_DEPTH, READINESS, exposition
 from matchcast.schemas import AsyncSubmitted, DeadLetterOut, DeadLetterPage, ErrorBody, Readiness, TaskStatus
 from matchcast.service.dead_letters import replayable_payload
 from matchcast.service.tracking import live_workers
@@ -159,5 +159,5 @@ async def ready(settings: SettingsDep, dispatcher: DispatcherDep, catalog: Catal
 
 @router.get("/metrics", response_class=PlainTextResponse)
 async def metrics() -> Response:
-    """Prometheus exposition of this API process."""
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus exposition of the API (all its processes when there are several)."""
+    return Response(exposition(), media_type=CONTENT_TYPE_LATEST)

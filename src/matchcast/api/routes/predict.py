@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from matchcast.api.deps import CatalogDep, DispatcherDep, MatchesDep, SettingsDep, StoreDep
+from matchcast.api.deps import CatalogDep, DispatcherDep, Parts, PartsDep, StoreDep
 from matchcast.data.features import FEATURE_VERSION
 from matchcast.errors import InvalidInput, MatchNotFound, NotFound, PredictionTimeout
 from matchcast.metrics import PREDICTION_LATENCY, PREDICTION_REQUESTS, PREDICTION_TIMEOUTS
@@ -27,6 +27,7 @@ from matchcast.schemas import (
     Prediction,
 )
 from matchcast.service.callbacks_policy import check_callback_url_for
+from matchcast.service.match_index import KnownMatches
 
 router = APIRouter(prefix="/predict", tags=["predict"])
 MatchId = Annotated[int, Query(ge=1, le=2**31 - 1)]
@@ -50,13 +51,12 @@ _ASYNC_REQUESTS = PREDICTION_REQUESTS.labels(source="async")
 _SYNC_LATENCY = PREDICTION_LATENCY.labels(source="sync")
 
 
-async def _sync(
-    dispatcher: DispatcherDep, settings: SettingsDep, payload: dict[str, object], idempotency_key: str | None = None
-) -> Response:
+async def _sync(parts: Parts, payload: dict[str, object], idempotency_key: str | None = None) -> Response:
     _SYNC_REQUESTS.inc()
     started = time.perf_counter()
     try:
-        result = await dispatcher.predict(payload, timeout=settings.sync_timeout_s, idempotency_key=idempotency_key)
+        timeout = parts.settings.sync_timeout_s
+        result = await parts.dispatcher.predict(payload, timeout=timeout, idempotency_key=idempotency_key)
     except PredictionTimeout:
         PREDICTION_TIMEOUTS.inc()
         raise
@@ -66,7 +66,7 @@ async def _sync(
     return Response(body, media_type="application/json")
 
 
-async def _require_match(matches: MatchesDep, match_id: int) -> None:
+async def _require_match(matches: KnownMatches, match_id: int) -> None:
     if not matches.quick(match_id) and not await run_in_threadpool(matches.contains, match_id):
         raise MatchNotFound(match_id)
 
@@ -105,13 +105,10 @@ async def model_info(catalog: CatalogDep) -> ModelInfo:
 
 @router.post("/", response_model=Prediction, responses={422: _ERR, 413: _ERR, 503: _ERR, 504: _ERR})
 async def predict_inline(
-    body: InlinePredictionRequest,
-    dispatcher: DispatcherDep,
-    settings: SettingsDep,
-    idempotency_key: IdempotencyKey = None,
+    body: InlinePredictionRequest, parts: PartsDep, idempotency_key: IdempotencyKey = None
 ) -> Response:
     """Predict from features given inline; waits up to the sync timeout."""
-    return await _sync(dispatcher, settings, body.model_dump(mode="json"), idempotency_key)
+    return await _sync(parts, body.model_dump(mode="json"), idempotency_key)
 
 
 @router.post(
@@ -121,19 +118,15 @@ async def predict_inline(
     responses={404: _ERR, 422: _ERR, 429: _ERR, 503: _ERR},
 )
 async def predict_async(
-    body: AsyncPredictionRequest,
-    dispatcher: DispatcherDep,
-    matches: MatchesDep,
-    catalog: CatalogDep,
-    settings: SettingsDep,
-    idempotency_key: IdempotencyKey = None,
+    body: AsyncPredictionRequest, parts: PartsDep, idempotency_key: IdempotencyKey = None
 ) -> Response:
     """Queue a prediction of a stored match; poll ``status_url`` for the result.
 
     Idempotent: while a task for the same match, model version and feature version is queued, running or done,
     the same ``task_id`` comes back and the model does not run again.
     """
-    await _require_match(matches, body.match_id)
+    settings, catalog = parts.settings, parts.catalog
+    await _require_match(parts.known_matches(), body.match_id)
     model = catalog.fresh()
     if model is None:
         model = await run_in_threadpool(catalog.info)
@@ -142,7 +135,9 @@ async def predict_async(
         if settings.callback_secret is None:
             raise InvalidInput("callbacks are off: set MATCHCAST_CALLBACK_SECRET to sign them")
         await run_in_threadpool(check_callback_url_for, settings, body.callback_url)
-    task_id = await dispatcher.submit({"match_id": body.match_id}, idempotency_key=key, callback_url=body.callback_url)
+    task_id = await parts.dispatcher.submit(
+        {"match_id": body.match_id}, idempotency_key=key, callback_url=body.callback_url
+    )
     _ASYNC_REQUESTS.inc()
     body_out = AsyncSubmitted(task_id=task_id, status_url=f"/monitoring/task_status/{task_id}").model_dump_json()
     return Response(body_out, status_code=status.HTTP_202_ACCEPTED, media_type="application/json")
@@ -173,11 +168,9 @@ async def predict_async_batch(
 
 
 @router.get("/{match_id}", response_model=Prediction, responses={404: _ERR, 503: _ERR, 504: _ERR})
-async def predict_match(
-    match_id: int, dispatcher: DispatcherDep, settings: SettingsDep, matches: MatchesDep
-) -> Response:
+async def predict_match(match_id: int, parts: PartsDep) -> Response:
     """Predict a stored match from its precomputed features; waits up to the sync timeout."""
     if not 1 <= match_id <= 2**31 - 1:
         raise MatchNotFound(match_id)
-    await _require_match(matches, match_id)
-    return await _sync(dispatcher, settings, {"match_id": match_id})
+    await _require_match(parts.known_matches(), match_id)
+    return await _sync(parts, {"match_id": match_id})
