@@ -5,20 +5,27 @@ Every test runs against a RabbitMQ node and Redis databases of its own; the mach
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 from kombu import Connection, Exchange, Producer
 
 from matchcast.config import Settings
 from matchcast.service.wiring import store_for
+from tests.conftest import free_port, key_headers, settings_env
 from tests.faults.conftest import (
     OwnRabbit,
     OwnRedis,
@@ -286,6 +293,58 @@ def test_abandoned_sync_task_and_cancelled_task_never_run(
         assert client.delete(f"/monitoring/task_status/{control}").status_code == 409
     ran = succeeded_ids(w.log)
     assert abandoned not in ran and queued not in ran and control in ran
+
+
+def test_api_killed_right_after_its_202s_loses_no_accepted_task(
+    trained_home: Path, fresh_vhost: str, redis_db: int, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    """202 means the broker confirmed the chunk carrying the task: SIGKILL the API at once, nothing is lost."""
+    settings = fault_settings(trained_home, fresh_vhost, backend(redis_db))
+    port = free_port()
+    log = (tmp_path / "api.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "matchcast", "api", "--port", str(port)],
+        env=settings_env(settings),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base, headers = f"http://127.0.0.1:{port}", key_headers(settings)
+    accepted: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.3)
+
+        def submit(match_id: int) -> str | None:
+            with contextlib.suppress(httpx.HTTPError):
+                r = httpx.post(f"{base}/predict/async/", json={"match_id": match_id}, headers=headers, timeout=10)
+                if r.status_code == 202:
+                    return str(r.json()["task_id"])
+            return None
+
+        ids = match_ids(settings, 300, skip=1500)
+        with ThreadPoolExecutor(max_workers=32) as pool:
+            futures = [pool.submit(submit, m) for m in ids]
+            while sum(f.done() for f in futures) < 150:  # kill mid-stream: requests are in flight
+                time.sleep(0.005)
+            os.killpg(proc.pid, signal.SIGKILL)
+            accepted = [t for f in futures if (t := f.result()) is not None]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        log.close()
+    assert 150 <= len(accepted) < len(ids), len(accepted)
+    start_worker(settings, "after-kill")
+    with api(settings) as client:
+        final = wait_terminal(client, accepted, timeout=90)
+    states = Counter(str(v["status"]) for v in final.values())
+    report("api_killed_after_202", {"submitted": len(ids), "accepted": len(accepted), "states": dict(states)})
+    assert states == {"SUCCESS": len(accepted)}, states
 
 
 def test_backlog_limit_answers_429(trained_home: Path, fresh_vhost: str, redis_db: int) -> None:
