@@ -16,7 +16,7 @@ Per league, the state holds for every team:
 and for the league: time-decayed Poisson attack/defence ratings fitted on goals, on shots on target and on a
 blend of the two (refitted, warm-started, on every match day with new results), which give expected goals and
 Dixon-Coles-adjusted home/draw/away probabilities; a rolling home advantage, draw rate and goals per match; and
-whether the match was played without crowds (2020-21). The constants were tuned on seasons before 2019/20.
+whether the match was played without crowds (2020-21). The constants were tuned on seasons before 2020/21.
 """
 
 from __future__ import annotations
@@ -37,13 +37,17 @@ from sqlalchemy import delete, insert, select, update
 from matchcast.data.store import MatchFeatures, MatchStore
 from matchcast.schemas import FEATURE_NAMES
 
-FEATURE_CODE_VERSION = "2"
+FEATURE_CODE_VERSION = "3"
 FEATURE_VERSION = f"v{FEATURE_CODE_VERSION}-" + hashlib.sha256(",".join(FEATURE_NAMES).encode()).hexdigest()[:8]
 
 
 @dataclass(frozen=True)
 class FeatureParams:
-    """Rating constants, decay rates and priors (tuned on seasons before 2019/20)."""
+    """Rating constants, decay rates and priors (tuned on seasons before 2020/21).
+
+    The Poisson decay and window, form and venue decay rates and pi_gamma were retuned on the walk-forward
+    windows 2014/15-2018/19 and 2015/16-2019/20 (pooled RPS about -0.00015 on each; see README).
+    """
 
     elo_start: float = 1500.0
     elo_promoted: float = 1420.0
@@ -52,13 +56,13 @@ class FeatureParams:
     elo_home: float = 60.0
     season_regression: float = 0.8
     pi_lambda: float = 0.035
-    pi_gamma: float = 0.7
+    pi_gamma: float = 0.5
     pi_promoted: float = -0.4
-    form_alpha: float = 0.15
-    venue_alpha: float = 0.2
+    form_alpha: float = 0.22
+    venue_alpha: float = 0.3
     league_alpha: float = 0.01
-    pois_xi: float = 0.002  # per day
-    pois_window_days: int = 1100
+    pois_xi: float = 0.0015  # per day
+    pois_window_days: int = 2200
     pois_prior: float = 10.0  # pseudo-matches pulling a team towards its prior strength
     pois_iters: int = 3
     pois_rho: float = -0.06
