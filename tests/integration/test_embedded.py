@@ -43,7 +43,10 @@ def test_up_serves_every_endpoint_and_stops_cleanly(tmp_path: Path) -> None:
             time.sleep(0.5)
         output = (tmp_path / "up.log").read_text(errors="replace")
         assert ready is not None and ready.status_code == 200, output[-4000:]
-        assert f"API      {base}" in output and "embedded Redis" in output
+        while time.monotonic() < deadline and "matchcast is up" not in output:  # printed once the UI answers too
+            time.sleep(0.5)
+            output = (tmp_path / "up.log").read_text(errors="replace")
+        assert f"API      {base}" in output and "embedded Redis" in output, output[-4000:]
         # The first start made an admin key: printed once, kept in MATCHCAST_HOME/admin.key readable by us only.
         key_file = tmp_path / "home" / "admin.key"
         token = key_file.read_text().strip()
