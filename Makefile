@@ -33,6 +33,7 @@ unit: install
 
 ## Throughput and latency of the serving paths, side by side (BENCHMARKS.md; needs RabbitMQ and Redis on
 ## localhost). `make bench BENCH_ARGS=--quick` for a short run.
+BENCH_ARGS ?= --soak 300
 bench: install
 	$(BIN)/python benchmarks/bench_serving.py $(BENCH_ARGS)
 
