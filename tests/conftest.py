@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -166,6 +168,54 @@ def settings_env(settings: Settings) -> dict[str, str]:
         if value is not None:
             env[f"MATCHCAST_{name.upper()}"] = str(value)
     return env
+
+
+class ApiProcess:
+    """``matchcast api`` as a process of its own (own process group, output in a log file) on a free port."""
+
+    def __init__(self, settings: Settings, log_path: Path, *args: str) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "matchcast", "api", "--port", str(self.port), *args],
+            env=settings_env(settings),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_healthy(self, timeout: float = 60) -> None:
+        """Until ``GET /health`` answers 200 (fails if the process exits first)."""
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the API exited:\n{self.log_path.read_text(errors='replace')[-3000:]}")
+            try:
+                if httpx.get(f"{self.base}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"the API did not answer within {timeout} s")
+
+    def kill(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        """Signal the whole process group (uvicorn's worker processes included)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+
+    def close(self) -> None:
+        """Stop it (SIGTERM, then SIGKILL) and close its log."""
+        self.kill()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.kill(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self._log.close()
 
 
 class WorkerProcess:

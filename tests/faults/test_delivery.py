@@ -11,8 +11,6 @@ import os
 import pickle
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -25,7 +23,7 @@ from kombu import Connection, Exchange, Producer
 
 from matchcast.config import Settings
 from matchcast.service.wiring import store_for
-from tests.conftest import free_port, key_headers, settings_env
+from tests.conftest import ApiProcess, key_headers
 from tests.faults.conftest import (
     OwnRabbit,
     OwnRedis,
@@ -300,28 +298,16 @@ def test_api_killed_right_after_its_202s_loses_no_accepted_task(
 ) -> None:
     """202 means the broker confirmed the chunk carrying the task: SIGKILL the API at once, nothing is lost."""
     settings = fault_settings(trained_home, fresh_vhost, backend(redis_db))
-    port = free_port()
-    log = (tmp_path / "api.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "matchcast", "api", "--port", str(port)],
-        env=settings_env(settings),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base, headers = f"http://127.0.0.1:{port}", key_headers(settings)
+    api_proc = ApiProcess(settings, tmp_path / "api.log")
+    headers = key_headers(settings)
     accepted: list[str] = []
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.3)
+        api_proc.wait_healthy()
 
         def submit(match_id: int) -> str | None:
             with contextlib.suppress(httpx.HTTPError):
-                r = httpx.post(f"{base}/predict/async/", json={"match_id": match_id}, headers=headers, timeout=10)
+                url = f"{api_proc.base}/predict/async/"
+                r = httpx.post(url, json={"match_id": match_id}, headers=headers, timeout=10)
                 if r.status_code == 202:
                     return str(r.json()["task_id"])
             return None
@@ -331,13 +317,10 @@ def test_api_killed_right_after_its_202s_loses_no_accepted_task(
             futures = [pool.submit(submit, m) for m in ids]
             while sum(f.done() for f in futures) < 150:  # kill mid-stream: requests are in flight
                 time.sleep(0.005)
-            os.killpg(proc.pid, signal.SIGKILL)
+            api_proc.kill(signal.SIGKILL)
             accepted = [t for f in futures if (t := f.result()) is not None]
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-        log.close()
+        api_proc.close()
     assert 150 <= len(accepted) < len(ids), len(accepted)
     start_worker(settings, "after-kill")
     with api(settings) as client:

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +15,7 @@ from fastapi.testclient import TestClient
 from matchcast.api.app import create_app
 from matchcast.config import Settings
 from matchcast.schemas import FEATURE_NAMES, InlineFeatures
-from tests.conftest import WorkerProcess, free_port, key_headers, settings_env
+from tests.conftest import ApiProcess, WorkerProcess, key_headers
 
 pytestmark = pytest.mark.integration
 
@@ -206,24 +201,10 @@ def test_health_ready_metrics(client: TestClient) -> None:
 def test_several_api_processes_share_a_port_and_report_metrics_together(
     stack_settings: Settings, worker: WorkerProcess, tmp_path: Path
 ) -> None:
-    port = free_port()
-    log = (tmp_path / "api.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "matchcast", "api", "--port", str(port), "--workers", "2"],
-        env=settings_env(stack_settings),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    headers = key_headers(stack_settings)
+    api = ApiProcess(stack_settings, tmp_path / "api.log", "--workers", "2")
+    base, headers = api.base, key_headers(stack_settings)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.3)
+        api.wait_healthy()
         with httpx.Client(base_url=base, headers=headers, timeout=30) as http:
             ids = [m["match_id"] for m in http.get("/predict/matches/", params={"limit": 12}).json()["items"]]
             with ThreadPoolExecutor(max_workers=6) as pool:  # new connections: both processes take some
@@ -233,9 +214,7 @@ def test_several_api_processes_share_a_port_and_report_metrics_together(
                 text = http.get("/metrics").text
                 line = next(x for x in text.splitlines() if x.startswith('prediction_requests_total{source="sync"}'))
                 assert float(line.rsplit(" ", 1)[1]) == len(ids)
-        pids = {p.pid for p in psutil.Process(proc.pid).children()}
+        pids = {p.pid for p in psutil.Process(api.proc.pid).children()}
         assert len(pids) >= 2, "uvicorn did not start two API processes"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-        log.close()
+        api.close()

@@ -296,7 +296,10 @@ class AsyncGroups(_Groups[tuple[str, int], None]):
 
     async def submit(self, task_id: str, match_id: int) -> None:
         """Return once ``task_id`` (predicting ``match_id``) is queued; ``ServiceUnavailable`` if it could not be."""
-        await asyncio.wait_for(self._enqueue((task_id, match_id)), SUBMIT_TIMEOUT_S)
+        try:
+            await asyncio.wait_for(self._enqueue((task_id, match_id)), SUBMIT_TIMEOUT_S)
+        except TimeoutError:
+            raise ServiceUnavailable(f"the broker did not confirm within {SUBMIT_TIMEOUT_S:g} s", ["broker"]) from None
 
     async def _send(self, group: list[tuple[tuple[str, int], asyncio.Future[None]]]) -> None:
         d = self.dispatcher
