@@ -83,7 +83,7 @@ def test_each_alert_fires_on_its_data_and_not_otherwise() -> None:
 def test_the_scrape_config_names_the_api_and_worker() -> None:
     config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
     jobs = {j["job_name"]: j["static_configs"][0]["targets"] for j in config["scrape_configs"]}
-    assert jobs == {"matchcast-api": ["127.0.0.1:8000"], "matchcast-worker": ["127.0.0.1:9808"]}
+    assert jobs == {"matchcast-api": ["127.0.0.1:8000"], "matchcast-worker": ["127.0.0.1:9808", "127.0.0.1:9809"]}
 
 
 def test_the_alerts_the_brief_asks_for_exist() -> None:
