@@ -27,9 +27,8 @@ from typing import Any
 
 import httpx
 import psutil
-from pydantic import SecretStr
 
-from matchcast.config import ML_QUEUE, Settings
+from matchcast.config import ML_QUEUE, Settings, settings_env
 
 RABBIT = ("127.0.0.1", 5672)
 REDIS = ("127.0.0.1", 6379)
@@ -60,17 +59,6 @@ def reachable(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that gives a child process these settings (as tests/conftest.py does)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MATCHCAST_")}
-    for name, value in settings.model_dump(exclude={"embedded"}).items():
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        if value is not None:
-            env[f"MATCHCAST_{name.upper()}"] = str(value)
-    return env
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec

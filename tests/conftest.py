@@ -16,9 +16,8 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 
-from matchcast.config import Settings
+from matchcast.config import Settings, settings_env
 
 REQUIRE = os.environ.get("MATCHCAST_REQUIRE_SERVICES") == "1"
 RABBIT = ("127.0.0.1", 5672)
@@ -157,17 +156,6 @@ def api_key(settings: Settings, role: str = "admin") -> str:
 def key_headers(settings: Settings, role: str = "admin") -> dict[str, str]:
     """Headers that authenticate a test client: ``TestClient(app, headers=key_headers(settings))``."""
     return {"X-API-Key": api_key(settings, role)}
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that gives a child process these settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MATCHCAST_")}
-    for name, value in settings.model_dump(exclude={"embedded"}).items():
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        if value is not None:
-            env[f"MATCHCAST_{name.upper()}"] = str(value)
-    return env
 
 
 class ApiProcess:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from datetime import date
 from functools import lru_cache
@@ -130,6 +131,17 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process's settings, read once from the environment."""
     return Settings()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a child process exactly these settings (other ``MATCHCAST_*`` variables dropped)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MATCHCAST_")}
+    for name, value in settings.model_dump(exclude={"embedded"}).items():
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if value is not None:
+            env[f"MATCHCAST_{name.upper()}"] = str(value)
+    return env
 
 
 # Redaction: what is shown of a URL, an exception text or a log line, never a password, token or API key.
