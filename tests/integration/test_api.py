@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -13,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from matchcast.api.app import create_app
+from matchcast.api.fastpath import AsyncSubmitFastPath
 from matchcast.config import Settings
 from matchcast.schemas import FEATURE_NAMES, InlineFeatures
 from tests.conftest import ApiProcess, WorkerProcess, key_headers
@@ -218,3 +220,55 @@ def test_several_api_processes_share_a_port_and_report_metrics_together(
         assert len(pids) >= 2, "uvicorn did not start two API processes"
     finally:
         api.close()
+
+
+def test_async_fast_path_and_route_share_one_contract(
+    client: TestClient, stack_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Everyday submissions are answered below FastAPI; anything else reaches the route; both agree."""
+    seen: list[int | None] = []
+    everyday = AsyncSubmitFastPath._everyday
+
+    def spy(self: AsyncSubmitFastPath, *args: Any) -> int | None:
+        seen.append(everyday(self, *args))
+        return seen[-1]
+
+    monkeypatch.setattr(AsyncSubmitFastPath, "_everyday", spy)
+    route_only = stack_settings.model_copy(update={"api_fast_path": False})
+    with TestClient(create_app(route_only), headers=key_headers(stack_settings)) as plain:
+        a, b = upcoming_ids(client, 7)[5:7]
+        fast = client.post("/predict/async/", json={"match_id": a})
+        assert seen == [a] and fast.status_code == 202
+        slow = plain.post("/predict/async/", json={"match_id": b})
+        assert seen == [a] and slow.status_code == 202  # the switch is off: the route answered
+        assert fast.headers["content-type"] == slow.headers["content-type"] == "application/json"
+        assert list(fast.json()) == list(slow.json()) == ["task_id", "status", "status_url"]
+        # One idempotency key whichever way a submission came: each sees the other's task.
+        assert plain.post("/predict/async/", json={"match_id": a}).json()["task_id"] == fast.json()["task_id"]
+        assert client.post("/predict/async/", json={"match_id": b}).json()["task_id"] == slow.json()["task_id"]
+        assert seen == [a, b]
+        # What the fast path does not answer goes on to the route, body intact.
+        seen.clear()
+        r = client.post("/predict/async/", json={"match_id": True})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "match_id"]
+        r = client.post("/predict/async/", json={"match_id": a, "extra": 1})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "extra"]
+        assert client.post("/predict/async/", json={"match_id": 987654321}).status_code == 404
+        r = client.post("/predict/async/", json={"match_id": a}, headers={"Idempotency-Key": "k" * 201})
+        assert r.status_code == 422
+        r = client.post("/predict/async/", content=b'{"match_id": ', headers={"content-type": "application/json"})
+        assert r.status_code == 422 and r.json()["type"] == "validation_error"
+        r = client.post("/predict/async/", json={"match_id": a}, headers={"X-API-Key": "nope"})
+        assert r.status_code == 401 and r.json()["type"] == "unauthorized"
+        assert seen == [None] * 6
+    # Metrics label fast answers with the route's template, as any other.
+    text = client.get("/metrics").text
+    assert 'route="/predict/async/",status="202"' in text
+
+
+def test_async_rate_limit_counts_each_request_once(client: TestClient, stack_settings: Settings) -> None:
+    limited = stack_settings.model_copy(update={"rate_limit_per_s": 0.2, "rate_limit_burst": 3})
+    ids = upcoming_ids(client, 12)[8:12]
+    with TestClient(create_app(limited), headers=key_headers(stack_settings)) as c:
+        codes = [c.post("/predict/async/", json={"match_id": m}).status_code for m in ids]
+        assert codes == [202, 202, 202, 429]

@@ -283,36 +283,75 @@ class SyncGroups(_Groups[dict[str, Any], dict[str, Any]]):
             task.cancel()
 
 
-class AsyncGroups(_Groups[tuple[str, int], None]):
+_Item = tuple[tuple[str | None, str, int], asyncio.Future[tuple[str, bool]]]
+
+
+class AsyncGroups(_Groups[tuple[str | None, str, int], tuple[str, bool]]):
     """Async submissions of stored matches as ``predict_matches`` chunks on ``ml`` (group commit).
 
-    A caller hears 202 only once the broker has confirmed the message that carries its task, and its task id
-    has been recorded: nothing accepted is lost if the API dies a moment later.
+    A group claims its idempotency keys in one Redis round trip, records the new task ids in a second, and
+    sends the new tasks as one message. A caller hears 202 only once the broker has confirmed the message that
+    carries its task: nothing accepted is lost if the API dies a moment later.
     """
 
     def __init__(self, dispatcher: Dispatcher, max_group: int) -> None:
         super().__init__(max_group, "async")
         self.dispatcher = dispatcher
 
-    async def submit(self, task_id: str, match_id: int) -> None:
-        """Return once ``task_id`` (predicting ``match_id``) is queued; ``ServiceUnavailable`` if it could not be."""
+    async def submit(self, key: str | None, task_id: str, match_id: int) -> tuple[str, bool]:
+        """Queue ``task_id`` (predicting ``match_id``) under the idempotency ``key``.
+
+        Returns ``(task_id, True)`` once it is queued, or ``(other, False)`` when ``key`` already pointed at
+        ``other``; ``ServiceUnavailable`` if the broker did not confirm in time.
+        """
         try:
-            await asyncio.wait_for(self._enqueue((task_id, match_id)), SUBMIT_TIMEOUT_S)
+            return await asyncio.wait_for(self._enqueue((key, task_id, match_id)), SUBMIT_TIMEOUT_S)
         except TimeoutError:
             raise ServiceUnavailable(f"the broker did not confirm within {SUBMIT_TIMEOUT_S:g} s", ["broker"]) from None
 
-    async def _send(self, group: list[tuple[tuple[str, int], asyncio.Future[None]]]) -> None:
+    async def _send(self, group: list[_Item]) -> None:
         d = self.dispatcher
-        items: list[tuple[str, int]] = [item for item, _ in group]
+        ttl = d.settings.task_ttl_s
+        keyed = [(key, task_id) for (key, task_id, _), _ in group if key is not None]
+        claims: list[Any] = []
+        if keyed:
+            try:
+                async with d.redis.pipeline(transaction=False) as pipe:
+                    for key, task_id in keyed:
+                        pipe.set(key, task_id, nx=True, ex=ttl)
+                        pipe.get(key)
+                    claims = await pipe.execute()
+            except RedisError as exc:
+                raise _backend_down(exc) from exc
+        answers = iter(zip(claims[::2], claims[1::2], strict=True))
+        new: list[_Item] = []
+        taken: list[tuple[asyncio.Future[tuple[str, bool]], str]] = []
+        for item, fut in group:
+            won, raw = next(answers) if item[0] is not None else (True, None)
+            if won:
+                new.append((item, fut))
+            else:  # the key points at another task (or expired in between: the caller claims again)
+                taken.append((fut, raw.decode() if isinstance(raw, bytes) else str(raw or "")))
+        if new:
+            try:
+                await self._queue(new)
+            except MatchcastError as exc:
+                _fail([fut for _, fut in new], exc)
+                failed = {item[1] for item, _ in new}
+                _fail([fut for fut, other in taken if other in failed], exc)
+        for fut, other in taken:
+            if not fut.done():
+                fut.set_result((other, False))
+
+    async def _queue(self, new: list[_Item]) -> None:
+        d = self.dispatcher
+        items: list[tuple[str, int]] = [(task_id, match_id) for (_, task_id, match_id), _ in new]
         meta = json.dumps({"source": "async", "issued_at": time.time()})
         try:
             async with d.redis.pipeline(transaction=False) as pipe:
                 for task_id, _ in items:
                     pipe.set(task_key(task_id), meta, ex=d.settings.task_ttl_s)
                 await pipe.execute()
-        except RedisError as exc:
-            raise _backend_down(exc) from exc
-        try:
             await run_in_threadpool(
                 d.celery.send_task,
                 BULK_TASK,
@@ -322,11 +361,14 @@ class AsyncGroups(_Groups[tuple[str, int], None]):
             )
         except BROKER_ERRORS as exc:
             with contextlib.suppress(RedisError):
-                await d.redis.delete(*(task_key(task_id) for task_id, _ in items))
+                keys = [key for (key, _, _), _ in new if key] + [task_key(task_id) for task_id, _ in items]
+                await d.redis.delete(*keys)
+            if isinstance(exc, RedisError):
+                raise _backend_down(exc) from exc
             raise ServiceUnavailable(f"broker unreachable: {type(exc).__name__}", ["broker"]) from exc
-        for _, fut in group:
+        for (_, task_id, _), fut in new:
             if not fut.done():
-                fut.set_result(None)
+                fut.set_result((task_id, True))
 
 
 def _fail(futures: list[Any], exc: Exception) -> None:
@@ -508,6 +550,22 @@ class Dispatcher:
             raise
         return task_id
 
+    async def _submit_grouped(self, key: str | None, task_id: str, match_id: int) -> str:
+        """A stored match through the async groups; the key is claimed with the group, in one round trip."""
+        self._admit()
+        for _ in range(3):
+            claimed, new = await self.async_groups.submit(key, task_id, match_id)
+            if new:
+                return claimed
+            if not claimed or key is None:  # the key expired in between: claim again
+                continue
+            meta = await self._read_meta(claimed)
+            if meta is None or meta.get("status") not in ("FAILURE", "REVOKED"):
+                return claimed
+            with contextlib.suppress(RedisError):  # a failed or cancelled task: that work may be asked for again
+                await self.redis.delete(key)
+        raise ServiceUnavailable("could not claim the idempotency key; try again", ["result_backend"])
+
     async def submit(
         self, payload: dict[str, Any], *, idempotency_key: str | None = None, callback_url: str | None = None
     ) -> str:
@@ -520,7 +578,7 @@ class Dispatcher:
         task_id = str(uuid.uuid4())
         match_id = payload.get("match_id")
         if callback_url is None and isinstance(match_id, int) and set(payload) == {"match_id"}:
-            return await self._claim(key, task_id, lambda: self.async_groups.submit(task_id, match_id), source="async")
+            return await self._submit_grouped(key, task_id, match_id)
         if callback_url is not None:
             key = f"{key}:cb:{payload_digest({'url': callback_url})}" if key else None
             body = CallbackStatus(url=callback_url).model_dump_json()

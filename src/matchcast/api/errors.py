@@ -45,22 +45,26 @@ def status_of(exc: MatchcastError) -> int:
     return next((code for cls, code in STATUS if isinstance(exc, cls)), 500)
 
 
+def answer_of(exc: MatchcastError) -> tuple[int, dict[str, object], dict[str, str] | None]:
+    """A domain error's HTTP answer: status, JSON body and extra headers."""
+    headers = {"Retry-After": "1"} if isinstance(exc, ServiceUnavailable) else None
+    if isinstance(exc, Overloaded | RateLimited):
+        headers = {"Retry-After": str(exc.retry_after_s)}
+    if isinstance(exc, Unauthorized):
+        headers = {"WWW-Authenticate": 'Bearer realm="matchcast"'}
+    body: dict[str, object] = {"type": exc.type, "detail": exc.detail}
+    if isinstance(exc, ServiceUnavailable):
+        body["missing"] = exc.missing
+    return status_of(exc), body, headers
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers on ``app``."""
 
     @app.exception_handler(MatchcastError)
     async def _domain(_: Request, exc: MatchcastError) -> JSONResponse:
-        headers = {"Retry-After": "1"} if isinstance(exc, ServiceUnavailable) else None
-        if isinstance(exc, Overloaded):
-            headers = {"Retry-After": str(exc.retry_after_s)}
-        if isinstance(exc, RateLimited):
-            headers = {"Retry-After": str(exc.retry_after_s)}
-        if isinstance(exc, Unauthorized):
-            headers = {"WWW-Authenticate": 'Bearer realm="matchcast"'}
-        body: dict[str, object] = {"type": exc.type, "detail": exc.detail}
-        if isinstance(exc, ServiceUnavailable):
-            body["missing"] = exc.missing
-        return JSONResponse(body, status_code=status_of(exc), headers=headers)
+        status, body, headers = answer_of(exc)
+        return JSONResponse(body, status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
