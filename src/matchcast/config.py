@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     sync_timeout_s: float = Field(default=30.0, gt=0, le=300)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     api_fast_path: bool = Field(
-        default=True, description="Answer everyday POST /predict/async/ below FastAPI's routing (api/fastpath.py)"
+        default=True, description="Answer everyday prediction requests below FastAPI's routing (api/fastpath.py)"
     )
     task_ttl_s: int = Field(default=24 * 3600, ge=60)
     readiness_timeout_s: float = Field(default=2.0, gt=0)

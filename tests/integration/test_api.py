@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from matchcast.api.app import create_app
-from matchcast.api.fastpath import AsyncSubmitFastPath
+from matchcast.api.fastpath import FastPaths
 from matchcast.config import Settings
 from matchcast.schemas import FEATURE_NAMES, InlineFeatures
 from tests.conftest import ApiProcess, WorkerProcess, key_headers
@@ -222,48 +222,75 @@ def test_several_api_processes_share_a_port_and_report_metrics_together(
         api.close()
 
 
+@pytest.fixture
+def answered_fast(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The statuses of the requests the fast paths answered, in order (a spy on FastPaths._answer)."""
+    seen: list[int] = []
+    answer = FastPaths._answer
+
+    async def spy(send: Any, status: int, work: Any) -> None:
+        seen.append(status)
+        await answer(send, status, work)
+
+    monkeypatch.setattr(FastPaths, "_answer", staticmethod(spy))
+    return seen
+
+
 def test_async_fast_path_and_route_share_one_contract(
-    client: TestClient, stack_settings: Settings, monkeypatch: pytest.MonkeyPatch
+    client: TestClient, stack_settings: Settings, answered_fast: list[int]
 ) -> None:
     """Everyday submissions are answered below FastAPI; anything else reaches the route; both agree."""
-    seen: list[int | None] = []
-    everyday = AsyncSubmitFastPath._everyday
-
-    def spy(self: AsyncSubmitFastPath, *args: Any) -> int | None:
-        seen.append(everyday(self, *args))
-        return seen[-1]
-
-    monkeypatch.setattr(AsyncSubmitFastPath, "_everyday", spy)
     route_only = stack_settings.model_copy(update={"api_fast_path": False})
     with TestClient(create_app(route_only), headers=key_headers(stack_settings)) as plain:
         a, b = upcoming_ids(client, 7)[5:7]
+        client.get("/predict/model/info")  # the fast path needs the model's metadata cached (a route refreshes it)
         fast = client.post("/predict/async/", json={"match_id": a})
-        assert seen == [a] and fast.status_code == 202
+        assert answered_fast == [202] and fast.status_code == 202
         slow = plain.post("/predict/async/", json={"match_id": b})
-        assert seen == [a] and slow.status_code == 202  # the switch is off: the route answered
+        assert answered_fast == [202] and slow.status_code == 202  # the switch is off: the route answered
         assert fast.headers["content-type"] == slow.headers["content-type"] == "application/json"
         assert list(fast.json()) == list(slow.json()) == ["task_id", "status", "status_url"]
         # One idempotency key whichever way a submission came: each sees the other's task.
         assert plain.post("/predict/async/", json={"match_id": a}).json()["task_id"] == fast.json()["task_id"]
         assert client.post("/predict/async/", json={"match_id": b}).json()["task_id"] == slow.json()["task_id"]
-        assert seen == [a, b]
-        # What the fast path does not answer goes on to the route, body intact.
-        seen.clear()
-        r = client.post("/predict/async/", json={"match_id": True})
-        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "match_id"]
-        r = client.post("/predict/async/", json={"match_id": a, "extra": 1})
-        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "extra"]
-        assert client.post("/predict/async/", json={"match_id": 987654321}).status_code == 404
-        r = client.post("/predict/async/", json={"match_id": a}, headers={"Idempotency-Key": "k" * 201})
-        assert r.status_code == 422
-        r = client.post("/predict/async/", content=b'{"match_id": ', headers={"content-type": "application/json"})
-        assert r.status_code == 422 and r.json()["type"] == "validation_error"
-        r = client.post("/predict/async/", json={"match_id": a}, headers={"X-API-Key": "nope"})
-        assert r.status_code == 401 and r.json()["type"] == "unauthorized"
-        assert seen == [None] * 6
+        assert answered_fast == [202, 202]
+    # What the fast path does not answer goes on to the route, body intact.
+    r = client.post("/predict/async/", json={"match_id": True})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "match_id"]
+    r = client.post("/predict/async/", json={"match_id": a, "extra": 1})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "extra"]
+    assert client.post("/predict/async/", json={"match_id": 987654321}).status_code == 404
+    r = client.post("/predict/async/", json={"match_id": a}, headers={"Idempotency-Key": "k" * 201})
+    assert r.status_code == 422
+    r = client.post("/predict/async/", content=b'{"match_id": ', headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["type"] == "validation_error"
+    r = client.post("/predict/async/", json={"match_id": a}, headers={"X-API-Key": "nope"})
+    assert r.status_code == 401 and r.json()["type"] == "unauthorized"
+    assert answered_fast == [202, 202]
     # Metrics label fast answers with the route's template, as any other.
+    assert 'route="/predict/async/",status="202"' in client.get("/metrics").text
+
+
+def test_sync_fast_path_and_route_share_one_contract(
+    client: TestClient, stack_settings: Settings, answered_fast: list[int]
+) -> None:
+    match_id = upcoming_ids(client, 1)[0]
+    fast = client.get(f"/predict/{match_id}")
+    assert answered_fast == [200] and fast.status_code == 200
+    route_only = stack_settings.model_copy(update={"api_fast_path": False})
+    with TestClient(create_app(route_only), headers=key_headers(stack_settings)) as plain:
+        slow = plain.get(f"/predict/{match_id}")
+    assert answered_fast == [200] and slow.status_code == 200
+    assert fast.headers["content-type"] == slow.headers["content-type"] == "application/json"
+    same = ("match_id", "home_team", "probabilities", "model_version", "feature_version")
+    assert {k: fast.json()[k] for k in same} == {k: slow.json()[k] for k in same}
+    # Not everyday: unknown match, id out of range, unknown key, an Idempotency-Key; all the route's answers.
+    assert client.get("/predict/987654321").json()["type"] == "match_not_found"
+    assert client.get(f"/predict/{2**31}").status_code == 404
+    assert client.get(f"/predict/{match_id}", headers={"X-API-Key": "nope"}).status_code == 401
+    assert answered_fast == [200]
     text = client.get("/metrics").text
-    assert 'route="/predict/async/",status="202"' in text
+    assert 'method="GET",route="/predict/{match_id}",status="200"' in text
 
 
 def test_async_rate_limit_counts_each_request_once(client: TestClient, stack_settings: Settings) -> None:

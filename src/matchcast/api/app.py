@@ -15,7 +15,7 @@ from matchcast.api import errors
 from matchcast.api.auth import AUTH, AUTH_RESPONSES, document_auth, limiter_for
 from matchcast.api.deps import Parts
 from matchcast.api.dispatch import Dispatcher
-from matchcast.api.fastpath import AsyncSubmitFastPath
+from matchcast.api.fastpath import FastPaths
 from matchcast.api.middleware import BodyLimit, RequestMetrics
 from matchcast.api.routes import monitoring, predict
 from matchcast.config import Settings, get_settings, redact_url
@@ -71,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(monitoring.router, dependencies=[AUTH], responses=AUTH_RESPONSES)
     document_auth(app, settings)
     # Outermost last: BodyLimit, then RequestMetrics, then the fast path, then FastAPI's routing.
-    app.add_middleware(AsyncSubmitFastPath, enabled=settings.api_fast_path)
+    app.add_middleware(FastPaths, enabled=settings.api_fast_path)
     app.add_middleware(RequestMetrics)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app

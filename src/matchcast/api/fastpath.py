@@ -1,22 +1,26 @@
-"""``POST /predict/async/`` in its everyday form, answered below FastAPI's per-request machinery.
+"""The two hottest routes in their everyday form, answered below FastAPI's per-request machinery.
 
-Accepting an async submission is a lookup, a key check and a place in the next group: tens of microseconds. The
-FastAPI route around it (routing, the request object, dependency and body validation, the response class) costs
-several times that, and it is what bounds how many submissions an API process accepts per second.
+``GET /predict/{match_id}`` and ``POST /predict/async/`` each come down to a lookup, a key check and a place in
+the next group: tens of microseconds. The FastAPI route around them (routing, the request object, dependency
+and body validation, the response class) costs several times that, and bounds how many requests an API process
+answers per second.
 
-The everyday form: a JSON body that is exactly ``{"match_id": <integer>}`` naming a stored match, sent with an
-API key of the predict (or admin) role verified in the last ``MATCHCAST_API_KEY_CACHE_S`` seconds (or with auth
-off), no ``Idempotency-Key`` and no ``callback_url``, while the serving model's metadata is cached. Only such a
-request is answered here, by the same dispatcher call as the route makes, with the same body and status.
+The everyday form: a stored match (``GET /predict/{match_id}``, or a JSON body that is exactly
+``{"match_id": <integer>}``), an API key of the predict (or admin) role verified in the last
+``MATCHCAST_API_KEY_CACHE_S`` seconds (or auth off), no ``Idempotency-Key`` and no ``callback_url``, and for
+async the serving model's metadata cached. Only such a request is answered here, by the same functions the
+routes call (``sync_prediction``, ``accept_stored``), so body and status are the same.
 
 Everything else goes on, body replayed, to the FastAPI route, which stays the reference and the one the OpenAPI
-schema documents: a body it must validate, a key to look up, an unknown match, a rate limit to refuse. So every
-error answer still comes from one place; the only errors raised here are those of the submission itself (503
-broker or result backend down, 429 backlog full), rendered by ``errors.answer_of`` as the route would.
+schema documents: a body to validate, a key to look up, an unknown match, a rate limit to refuse. The only errors
+answered here are those of the work itself (504 timeout, 503 broker or result backend down, 429 backlog full, a
+prediction's own 404 or 409), rendered by ``errors.answer_of`` as the route would. ``MATCHCAST_API_FAST_PATH=false``
+sends every request through the routes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -25,77 +29,126 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from matchcast.api.deps import Parts
 from matchcast.api.errors import answer_of
-from matchcast.data.features import FEATURE_VERSION
+from matchcast.api.routes.predict import accept_stored, sync_prediction
 from matchcast.errors import MatchcastError
-from matchcast.metrics import PREDICTION_REQUESTS
 
-PATH = "/predict/async/"
+ASYNC_PATH = "/predict/async/"
+SYNC_PREFIX = "/predict/"
+SYNC_TEMPLATE = "/predict/{match_id}"
 MAX_MATCH_ID = 2**31 - 1
-_ASYNC_REQUESTS = PREDICTION_REQUESTS.labels(source="async")
 _WANTED = frozenset({b"content-type", b"authorization", b"x-api-key", b"idempotency-key"})
 
 
-def _headers(status: int, body: bytes, extra: dict[str, str] | None = None) -> dict[str, Any]:
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+def _start(status: int, body: bytes, extra: dict[str, str] | None = None) -> dict[str, Any]:
+    headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
     headers += [(k.lower().encode(), v.encode()) for k, v in (extra or {}).items()]
     return {"type": "http.response.start", "status": status, "headers": headers}
 
 
-class AsyncSubmitFastPath:
-    """ASGI middleware: answers everyday ``POST /predict/async/`` requests itself; passes on everything else."""
+def _headers(scope: Scope) -> dict[bytes, bytes] | None:
+    """The headers the fast path looks at; None if one is repeated (the route decides what that means)."""
+    found: dict[bytes, bytes] = {}
+    for name, value in scope["headers"]:
+        if name in _WANTED:
+            if name in found:
+                return None
+            found[name] = value
+    return found
+
+
+def _key_bucket(found: dict[bytes, bytes], parts: Parts) -> str | None:
+    """The rate-limit bucket of a cached, valid key allowed to predict; None to let the route decide."""
+    tokens: set[str] = set()
+    authorization = found.get(b"authorization")
+    if authorization is not None:
+        scheme, _, credentials = authorization.decode("latin-1").partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():
+            return None
+        tokens.add(credentials.strip())
+    api_key = found.get(b"x-api-key", b"").decode("latin-1").strip()
+    if api_key:
+        tokens.add(api_key)
+    if len(tokens) != 1 or parts.keys is None:
+        return None
+    hit, info = parts.keys.cached(tokens.pop())
+    if not hit or info is None or not info.allows("predict"):
+        return None
+    return f"key:{info.key_id}"
+
+
+def _admitted(scope: Scope, found: dict[bytes, bytes], parts: Parts) -> bool:
+    """Key and rate limit as the route would check them; True once a token is taken (the last step, as the only
+    one with an effect: a refused token goes to the route, which refuses it again without taking a second)."""
+    if parts.settings.auth == "off":
+        client = scope.get("client")
+        bucket: str | None = f"client:{client[0] if client else '-'}"
+    else:
+        bucket = _key_bucket(found, parts)
+    return bucket is not None and parts.limiter is not None and parts.limiter.take(bucket) <= 0
+
+
+class FastPaths:
+    """ASGI middleware: answers everyday sync and async prediction requests itself; passes on everything else."""
 
     def __init__(self, app: ASGIApp, enabled: bool = True) -> None:
         self.app, self.enabled = app, enabled
-        self._route: Route | None = None
+        self._routes: dict[tuple[str, str], Route] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self.enabled or scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
+        if self.enabled and scope["type"] == "http":
+            path, method = scope["path"], scope["method"]
+            if path == ASYNC_PATH and method == "POST":
+                await self._async(scope, receive, send)
+                return
+            if method == "GET" and path.startswith(SYNC_PREFIX) and path[len(SYNC_PREFIX) :].isdigit():
+                await self._sync(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    async def _sync(self, scope: Scope, receive: Receive, send: Send) -> None:
+        parts: Parts | None = getattr(scope["app"].state, "parts", None)
+        found = _headers(scope)
+        match_id = int(scope["path"][len(SYNC_PREFIX) :])
+        if (
+            parts is None
+            or found is None
+            or b"idempotency-key" in found
+            or not 1 <= match_id <= MAX_MATCH_ID
+            or not parts.known_matches().quick(match_id)
+            or not _admitted(scope, found, parts)
+        ):
             await self.app(scope, receive, send)
             return
-        # The body (BodyLimit, outside, has capped its size already).
-        chunks: list[Message] = []
+        self._label(scope, "GET", SYNC_TEMPLATE)
+        await self._answer(send, 200, lambda: sync_prediction(parts, {"match_id": match_id}))
+
+    async def _async(self, scope: Scope, receive: Receive, send: Send) -> None:
+        chunks: list[Message] = []  # the body (BodyLimit, outside, has capped its size already)
         while True:
             msg = await receive()
             chunks.append(msg)
             if msg["type"] != "http.request" or not msg.get("more_body", False):
                 break
         parts: Parts | None = getattr(scope["app"].state, "parts", None)
-        match_id = None if parts is None else self._everyday(scope, chunks, parts)
-        if match_id is None or parts is None:
+        model = None if parts is None else parts.catalog.fresh()
+        match_id = None if parts is None or model is None else self._everyday_async(scope, chunks, parts)
+        if match_id is None or parts is None or model is None:
 
             async def replay() -> Message:
                 return chunks.pop(0) if chunks else await receive()
 
             await self.app(scope, replay, send)
             return
-        scope["route"] = self._route_of(scope)  # RequestMetrics labels the request by its route template
-        model = parts.catalog.fresh()
-        assert model is not None  # checked in _everyday, and nothing awaited since
-        key = f"match:{match_id}:{model.version}:{FEATURE_VERSION}"
-        try:
-            task_id = await parts.dispatcher.submit({"match_id": match_id}, idempotency_key=key)
-        except MatchcastError as exc:
-            status, error, extra = answer_of(exc)
-            body = orjson.dumps(error)
-            await send(_headers(status, body, extra))
-            await send({"type": "http.response.body", "body": body})
-            return
-        _ASYNC_REQUESTS.inc()
-        body = orjson.dumps(
-            {"task_id": task_id, "status": "submitted", "status_url": f"/monitoring/task_status/{task_id}"}
-        )
-        await send(_headers(202, body))
-        await send({"type": "http.response.body", "body": body})
+        self._label(scope, "POST", ASYNC_PATH)
+        await self._answer(send, 202, lambda: accept_stored(parts, match_id, model))
 
-    def _everyday(self, scope: Scope, chunks: list[Message], parts: Parts) -> int | None:
-        """The match id if this request is the everyday form, with its rate-limit token taken; else None."""
-        found: dict[bytes, bytes] = {}
-        for name, value in scope["headers"]:
-            if name in _WANTED:
-                if name in found:  # a repeated header: let the route decide what it means
-                    return None
-                found[name] = value
-        if b"idempotency-key" in found or not found.get(b"content-type", b"").startswith(b"application/json"):
+    @staticmethod
+    def _everyday_async(scope: Scope, chunks: list[Message], parts: Parts) -> int | None:
+        """The match id if this submission is the everyday form, with its rate-limit token taken; else None."""
+        found = _headers(scope)
+        if found is None or b"idempotency-key" in found:
+            return None
+        if not found.get(b"content-type", b"").startswith(b"application/json"):
             return None
         try:
             data = orjson.loads(b"".join(m.get("body", b"") for m in chunks if m["type"] == "http.request"))
@@ -106,44 +159,27 @@ class AsyncSubmitFastPath:
         match_id = data.get("match_id")
         if type(match_id) is not int or not 1 <= match_id <= MAX_MATCH_ID:
             return None
-        if not parts.known_matches().quick(match_id) or parts.catalog.fresh() is None:
+        if not parts.known_matches().quick(match_id):
             return None
-        if parts.settings.auth == "off":
-            client = scope.get("client")
-            bucket: str | None = f"client:{client[0] if client else '-'}"
-        else:
-            bucket = self._key_bucket(found, parts)
-        if bucket is None:
-            return None
-        # The last check, as it is the only one with an effect: a refused token goes to the route, which
-        # refuses it again (429, with its Retry-After) without taking a second token.
-        if parts.limiter is None or parts.limiter.take(bucket) > 0:
-            return None
-        return match_id
+        return match_id if _admitted(scope, found, parts) else None
 
     @staticmethod
-    def _key_bucket(found: dict[bytes, bytes], parts: Parts) -> str | None:
-        """The rate-limit bucket of a cached, valid key allowed to predict; None to let the route decide."""
-        tokens: set[str] = set()
-        authorization = found.get(b"authorization")
-        if authorization is not None:
-            scheme, _, credentials = authorization.decode("latin-1").partition(" ")
-            if scheme.lower() != "bearer" or not credentials.strip():
-                return None
-            tokens.add(credentials.strip())
-        api_key = found.get(b"x-api-key", b"").decode("latin-1").strip()
-        if api_key:
-            tokens.add(api_key)
-        if len(tokens) != 1 or parts.keys is None:
-            return None
-        hit, info = parts.keys.cached(tokens.pop())
-        if not hit or info is None or not info.allows("predict"):
-            return None
-        return f"key:{info.key_id}"
+    async def _answer(send: Send, status: int, work: Callable[[], Awaitable[bytes]]) -> None:
+        try:
+            body = await work()
+        except MatchcastError as exc:
+            status, error, extra = answer_of(exc)
+            body = orjson.dumps(error)
+            await send(_start(status, body, extra))
+        else:
+            await send(_start(status, body))
+        await send({"type": "http.response.body", "body": body})
 
-    def _route_of(self, scope: Scope) -> Route | None:
-        if self._route is None:
-            for route in scope["app"].routes:
-                if isinstance(route, Route) and route.path == PATH and "POST" in (route.methods or ()):
-                    self._route = route
-        return self._route
+    def _label(self, scope: Scope, method: str, template: str) -> None:
+        """Set the route, as routing would: RequestMetrics labels requests by its path template."""
+        route = self._routes.get((method, template))
+        if route is None:
+            for r in scope["app"].routes:
+                if isinstance(r, Route) and r.path == template and method in (r.methods or ()):
+                    self._routes[(method, template)] = route = r
+        scope["route"] = route

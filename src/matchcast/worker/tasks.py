@@ -195,7 +195,11 @@ def deliver_callback(self: Task, task_id: str) -> bool:
 
 
 def _store_results(results: dict[str, dict[str, Any]]) -> None:
-    """Store many successful results in one Redis round trip, in Celery's own format (and publish each)."""
+    """Store many successful results in one Redis round trip, in Celery's own format.
+
+    Not published: async results are polled (``GET /monitoring/task_status/{id}`` reads the stored key), sync
+    requests wait only for their own tasks on ``ml.interactive``, and every API process's result listener would
+    otherwise decode each of these messages while it serves."""
     backend = app.backend
     done = datetime.now(UTC).isoformat()
     with backend.client.pipeline(transaction=False) as pipe:
@@ -208,9 +212,7 @@ def _store_results(results: dict[str, dict[str, Any]]) -> None:
                 "date_done": done,
                 "task_id": task_id,
             }
-            key, value = backend.get_key_for_task(task_id), backend.encode(meta)
-            pipe.setex(key, settings.task_ttl_s, value)
-            pipe.publish(key, value)
+            pipe.setex(backend.get_key_for_task(task_id), settings.task_ttl_s, backend.encode(meta))
         pipe.execute()
 
 

@@ -51,7 +51,8 @@ _ASYNC_REQUESTS = PREDICTION_REQUESTS.labels(source="async")
 _SYNC_LATENCY = PREDICTION_LATENCY.labels(source="sync")
 
 
-async def _sync(parts: Parts, payload: dict[str, object], idempotency_key: str | None = None) -> Response:
+async def sync_prediction(parts: Parts, payload: dict[str, object], idempotency_key: str | None = None) -> bytes:
+    """A prediction made by a worker within the sync timeout, as the JSON body of the answer."""
     _SYNC_REQUESTS.inc()
     started = time.perf_counter()
     try:
@@ -62,8 +63,20 @@ async def _sync(parts: Parts, payload: dict[str, object], idempotency_key: str |
         raise
     _SYNC_LATENCY.observe(time.perf_counter() - started)
     # Validated here once; serialised directly (``response_model`` would validate the same object again).
-    body = Prediction.model_validate(result).model_dump_json()
-    return Response(body, media_type="application/json")
+    return Prediction.model_validate(result).model_dump_json().encode()
+
+
+async def accept_stored(
+    parts: Parts, match_id: int, model: ModelInfo, idempotency_key: str | None = None, callback_url: str | None = None
+) -> bytes:
+    """Queue a prediction of a stored match, as the JSON body of the 202 answer.
+
+    Without an ``idempotency_key``, the key is the match, model version and feature version: while such a task
+    is queued, running or done, the same task comes back."""
+    key = idempotency_key or f"match:{match_id}:{model.version}:{FEATURE_VERSION}"
+    task_id = await parts.dispatcher.submit({"match_id": match_id}, idempotency_key=key, callback_url=callback_url)
+    _ASYNC_REQUESTS.inc()
+    return AsyncSubmitted(task_id=task_id, status_url=f"/monitoring/task_status/{task_id}").model_dump_json().encode()
 
 
 async def _require_match(matches: KnownMatches, match_id: int) -> None:
@@ -108,7 +121,8 @@ async def predict_inline(
     body: InlinePredictionRequest, parts: PartsDep, idempotency_key: IdempotencyKey = None
 ) -> Response:
     """Predict from features given inline; waits up to the sync timeout."""
-    return await _sync(parts, body.model_dump(mode="json"), idempotency_key)
+    body_out = await sync_prediction(parts, body.model_dump(mode="json"), idempotency_key)
+    return Response(body_out, media_type="application/json")
 
 
 @router.post(
@@ -130,16 +144,11 @@ async def predict_async(
     model = catalog.fresh()
     if model is None:
         model = await run_in_threadpool(catalog.info)
-    key = idempotency_key or f"match:{body.match_id}:{model.version}:{FEATURE_VERSION}"
     if body.callback_url is not None:
         if settings.callback_secret is None:
             raise InvalidInput("callbacks are off: set MATCHCAST_CALLBACK_SECRET to sign them")
         await run_in_threadpool(check_callback_url_for, settings, body.callback_url)
-    task_id = await parts.dispatcher.submit(
-        {"match_id": body.match_id}, idempotency_key=key, callback_url=body.callback_url
-    )
-    _ASYNC_REQUESTS.inc()
-    body_out = AsyncSubmitted(task_id=task_id, status_url=f"/monitoring/task_status/{task_id}").model_dump_json()
+    body_out = await accept_stored(parts, body.match_id, model, idempotency_key, body.callback_url)
     return Response(body_out, status_code=status.HTTP_202_ACCEPTED, media_type="application/json")
 
 
@@ -173,4 +182,4 @@ async def predict_match(match_id: int, parts: PartsDep) -> Response:
     if not 1 <= match_id <= 2**31 - 1:
         raise MatchNotFound(match_id)
     await _require_match(parts.known_matches(), match_id)
-    return await _sync(parts, {"match_id": match_id})
+    return Response(await sync_prediction(parts, {"match_id": match_id}), media_type="application/json")
