@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     sync_group_max: int = Field(
         default=256, ge=1, le=1000, description="Most sync requests one API process sends in one message"
     )
+    sync_groups_in_flight: int = Field(
+        default=2, ge=1, le=64, description="Sync groups one API process has out at a time (sent, not answered)"
+    )
     worker_prefetch: int = Field(default=4, ge=1, le=1000)
     model_refresh_s: float = Field(default=10.0, ge=0.5, description="How often workers look for a new champion")
     worker_metrics_port: int = Field(default=9808, ge=0, le=65535)

@@ -5,8 +5,11 @@ No service is needed: the routes used here read only the (SQLite) match store, o
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -14,8 +17,9 @@ from fastapi.testclient import TestClient
 
 from matchcast.api.app import create_app
 from matchcast.api.auth import PROBES, required_role
+from matchcast.api.deps import SingleFlight
 from matchcast.config import Settings
-from matchcast.service.auth import key_service_for
+from matchcast.service.auth import ApiKeyService, key_service_for
 from tests.conftest import free_port
 
 
@@ -197,3 +201,47 @@ def test_rate_limit_with_auth_off_is_per_client(tmp_path: Path) -> None:
     settings = settings_for(tmp_path, auth="off", rate_limit_per_s=0.5, rate_limit_burst=2)
     with TestClient(create_app(settings)) as c:
         assert [c.get(LISTING).status_code for _ in range(3)] == [200, 200, 429]
+
+
+def test_concurrent_requests_share_one_key_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When a key's cached verdict is missing or expired, the requests in flight wait for one lookup together."""
+    settings = settings_for(tmp_path)
+    key = token(settings, "predict")
+    calls: list[str] = []
+    verify = ApiKeyService.verify
+
+    def slow_verify(self: ApiKeyService, t: str) -> object:
+        calls.append(t)
+        time.sleep(0.3)  # a slow store: every request arriving meanwhile finds the lookup under way
+        return verify(self, t)
+
+    monkeypatch.setattr(ApiKeyService, "verify", slow_verify)
+    with TestClient(create_app(settings)) as c, ThreadPoolExecutor(32) as pool:
+        codes = list(pool.map(lambda _: c.get(LISTING, headers={"X-API-Key": key}).status_code, range(32)))
+        assert codes == [200] * 32
+        assert 1 <= len(calls) <= 3, len(calls)
+        calls.clear()
+        assert c.get(LISTING, headers={"X-API-Key": "mc_0123456789ab_" + "B" * 43}).status_code == 401
+        assert c.get(LISTING, headers={"X-API-Key": key}).status_code == 200  # cached now
+        assert len(calls) == 1  # the unknown key was looked up; a finished lookup is not reused
+
+
+def test_single_flight_shares_results_and_errors() -> None:
+    runs: list[int] = []
+
+    def work() -> int:
+        runs.append(1)
+        time.sleep(0.05)
+        return len(runs)
+
+    def broken() -> int:
+        raise RuntimeError("store down")
+
+    async def scenario() -> None:
+        flights = SingleFlight()
+        assert await asyncio.gather(*(flights.run("k", work) for _ in range(10))) == [1] * 10
+        assert await flights.run("k", work) == 2  # a new run once the last one ended
+        results = await asyncio.gather(*(flights.run("e", broken) for _ in range(3)), return_exceptions=True)
+        assert [type(r) for r in results] == [RuntimeError] * 3
+
+    asyncio.run(scenario())

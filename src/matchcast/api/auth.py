@@ -23,13 +23,12 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from starlette.concurrency import run_in_threadpool
 
 from matchcast.api.deps import Parts
 from matchcast.config import Settings
 from matchcast.errors import Forbidden, RateLimited, Unauthorized
 from matchcast.schemas import ErrorBody
-from matchcast.service.auth import ApiKeyInfo, ApiKeyService, Role, key_service_for
+from matchcast.service.auth import ApiKeyInfo, ApiKeyService, Role, hash_token, key_service_for
 from matchcast.service.ratelimit import TokenBuckets
 
 log = logging.getLogger("matchcast.api")
@@ -106,7 +105,7 @@ async def _identify(
     assert keys is not None
     hit, info = keys.cached(token)
     if not hit:
-        info = await run_in_threadpool(keys.verify, token)
+        info = await parts.flights.run(("api-key", hash_token(token)), lambda: keys.verify(token))
     if info is None:
         raise Unauthorized("invalid or revoked API key")
     request.state.matchcast_key = info

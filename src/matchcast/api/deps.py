@@ -6,18 +6,45 @@ per dependency per request for what is an attribute read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated
+import asyncio
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from matchcast.api.dispatch import Dispatcher
 from matchcast.config import Settings
 from matchcast.data.store import MatchStore
+from matchcast.schemas import ModelInfo
 from matchcast.service.auth import ApiKeyService
 from matchcast.service.catalog import ModelCatalog
 from matchcast.service.match_index import KnownMatches
 from matchcast.service.ratelimit import TokenBuckets
+
+V = TypeVar("V")
+
+
+class SingleFlight:
+    """Concurrent calls for one key share one run of a blocking function in the thread pool.
+
+    When a cached answer (an API key's verdict, the serving model's metadata) expires under load, every request
+    in flight misses it at once; without this, each would send the same lookup to the thread pool.
+    """
+
+    def __init__(self) -> None:
+        self._running: dict[Hashable, asyncio.Future[Any]] = {}
+
+    async def run(self, key: Hashable, fn: Callable[[], V]) -> V:
+        """``fn()``'s result (or exception), shared with every caller of the same ``key`` meanwhile."""
+        fut = self._running.get(key)
+        if fut is None:
+            fut = asyncio.ensure_future(run_in_threadpool(fn))
+            self._running[key] = fut
+            fut.add_done_callback(lambda _: self._running.pop(key, None))
+        result: V = await asyncio.shield(fut)
+        return result
 
 
 @dataclass
@@ -31,6 +58,12 @@ class Parts:
     keys: ApiKeyService | None = None  # API keys (api/auth.py); built from settings when left out
     limiter: TokenBuckets | None = None  # per-key rate limits
     matches: KnownMatches | None = None  # stored match ids, from memory
+    flights: SingleFlight = field(default_factory=SingleFlight)  # shared lookups (api/auth.py, model info)
+
+    async def model_info(self) -> ModelInfo:
+        """The serving model's metadata: cached, or asked of the registry once for all who wait."""
+        cached = self.catalog.fresh()
+        return cached if cached is not None else await self.flights.run("model-info", self.catalog.info)
 
     def known_matches(self) -> KnownMatches:
         """The stored match ids, built on first use."""

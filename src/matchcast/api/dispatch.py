@@ -175,6 +175,7 @@ class _Groups(Generic[T, R]):
 
     async def _send_all(self) -> None:
         while self.waiting:
+            await self._ready()
             group = [(item, fut) for item, fut in self.waiting[: self.max_group] if not fut.done()]
             del self.waiting[: self.max_group]
             if not group:
@@ -186,6 +187,9 @@ class _Groups(Generic[T, R]):
             except Exception as exc:  # never leave a caller without an answer
                 log.exception("%s group of %d could not be sent", self.name, len(group))
                 _fail([fut for _, fut in group], PredictionFailed(f"could not send: {type(exc).__name__}"))
+
+    async def _ready(self) -> None:
+        """Return when the next group may go (at once by default)."""
 
     async def _send(self, group: list[tuple[T, asyncio.Future[R]]]) -> None:
         raise NotImplementedError
@@ -203,12 +207,23 @@ class SyncGroups(_Groups[dict[str, Any], dict[str, Any]]):
     """Sync requests as grouped ``predict_match`` messages on ``ml.interactive``; the one result fanned out.
 
     Each request keeps its own deadline; the message expires with the callers' patience.
+
+    At most ``in_flight`` groups are out at a time (sent and not yet answered). Requests that arrive meanwhile
+    wait for the next group, so group sizes follow the load: without the cap, a fast API sends a trickle of
+    small groups that queue up in ``ml.interactive``, and the worker pays a task's fixed cost for each.
     """
 
-    def __init__(self, dispatcher: Dispatcher, max_group: int, timeout: float) -> None:
+    def __init__(self, dispatcher: Dispatcher, max_group: int, timeout: float, in_flight: int = 2) -> None:
         super().__init__(max_group, "sync")
-        self.dispatcher, self.timeout = dispatcher, timeout
+        self.dispatcher, self.timeout, self.in_flight = dispatcher, timeout, in_flight
         self._deliveries: set[asyncio.Task[None]] = set()
+
+    async def _ready(self) -> None:
+        while True:
+            out = [d for d in self._deliveries if not d.done()]
+            if len(out) < self.in_flight:
+                return
+            await asyncio.wait(out, return_when=asyncio.FIRST_COMPLETED)
 
     async def predict(self, payload: dict[str, Any]) -> dict[str, Any]:
         """The prediction for ``payload`` within the timeout, else ``PredictionTimeout`` naming the task.
@@ -451,7 +466,7 @@ class Dispatcher:
         )
         self.listener = ResultListener(self.redis)
         self.backlog = BacklogSampler(settings)
-        self.groups = SyncGroups(self, settings.sync_group_max, settings.sync_timeout_s)
+        self.groups = SyncGroups(self, settings.sync_group_max, settings.sync_timeout_s, settings.sync_groups_in_flight)
         self.async_groups = AsyncGroups(self, BULK_CHUNK)
 
     async def start(self) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from matchcast.api.deps import CatalogDep, DispatcherDep, Parts, PartsDep, StoreDep
+from matchcast.api.deps import DispatcherDep, Parts, PartsDep, StoreDep
 from matchcast.data.features import FEATURE_VERSION
 from matchcast.errors import InvalidInput, MatchNotFound, NotFound, PredictionTimeout
 from matchcast.metrics import PREDICTION_LATENCY, PREDICTION_REQUESTS, PREDICTION_TIMEOUTS
@@ -111,9 +111,9 @@ async def stored_match(match_id: int, store: StoreDep) -> MatchOut:
 
 
 @router.get("/model/info", response_model=ModelInfo, responses={404: _ERR, 503: _ERR})
-async def model_info(catalog: CatalogDep) -> ModelInfo:
+async def model_info(parts: PartsDep) -> ModelInfo:
     """Registry metadata of the model that serves."""
-    return await run_in_threadpool(catalog.info)
+    return await parts.model_info()
 
 
 @router.post("/", response_model=Prediction, responses={422: _ERR, 413: _ERR, 503: _ERR, 504: _ERR})
@@ -139,11 +139,9 @@ async def predict_async(
     Idempotent: while a task for the same match, model version and feature version is queued, running or done,
     the same ``task_id`` comes back and the model does not run again.
     """
-    settings, catalog = parts.settings, parts.catalog
+    settings = parts.settings
     await _require_match(parts.known_matches(), body.match_id)
-    model = catalog.fresh()
-    if model is None:
-        model = await run_in_threadpool(catalog.info)
+    model = await parts.model_info()
     if body.callback_url is not None:
         if settings.callback_secret is None:
             raise InvalidInput("callbacks are off: set MATCHCAST_CALLBACK_SECRET to sign them")
