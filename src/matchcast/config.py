@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
@@ -213,3 +214,15 @@ class RedactingFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         """The record as the base formatter writes it, redacted."""
         return redact_text(super().format(record), self.secrets)
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+def configure_logging(settings: Settings) -> None:
+    """Log to stderr at ``MATCHCAST_LOG_LEVEL``, every line redacted; quiet the chattiest libraries."""
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    for handler in logging.getLogger().handlers:  # no password, token or API key reaches a log line
+        handler.setFormatter(RedactingFormatter(LOG_FORMAT, secrets_of(settings)))
+    for noisy in ("mlflow", "alembic", "urllib3", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -218,6 +218,7 @@ def test_several_api_processes_share_a_port_and_report_metrics_together(
                 assert float(line.rsplit(" ", 1)[1]) == len(ids)
         pids = {p.pid for p in psutil.Process(api.proc.pid).children()}
         assert len(pids) >= 2, "uvicorn did not start two API processes"
+        assert api.log_path.read_text().count(" api_started ") == 2  # each process configures its logging
     finally:
         api.close()
 

@@ -18,7 +18,7 @@ from matchcast.api.dispatch import Dispatcher
 from matchcast.api.fastpath import FastPaths
 from matchcast.api.middleware import BodyLimit, RequestMetrics
 from matchcast.api.routes import monitoring, predict
-from matchcast.config import Settings, get_settings, redact_url
+from matchcast.config import Settings, configure_logging, get_settings, redact_url
 from matchcast.service.auth import key_service_for
 from matchcast.service.catalog import ModelCatalog
 from matchcast.service.wiring import registry_for, store_for
@@ -29,6 +29,8 @@ log = logging.getLogger("matchcast.api")
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API for ``settings`` (the environment's by default)."""
     settings = settings or get_settings()
+    if not logging.getLogger().handlers:  # a process of `matchcast api --workers N`, or another ASGI server
+        configure_logging(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import logging
 import os
 import shutil
 import socket
@@ -19,7 +18,7 @@ from rich.table import Table
 
 from matchcast.cli import dead_letters, keys
 from matchcast.cli.ux import Commands, print_error, progress_bar, settings_error
-from matchcast.config import RedactingFormatter, Settings, get_settings, secrets_of
+from matchcast.config import Settings, configure_logging, get_settings
 from matchcast.errors import MatchcastError
 from matchcast.service.queue import LANES
 
@@ -36,22 +35,13 @@ console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _logging(settings: Settings) -> None:
-    fmt = "%(asctime)s %(levelname)s %(name)s %(message)s"
-    logging.basicConfig(level=settings.log_level.upper(), format=fmt, stream=sys.stderr)
-    for handler in logging.getLogger().handlers:  # no password, token or API key reaches a log line
-        handler.setFormatter(RedactingFormatter(fmt, secrets_of(settings)))
-    for noisy in ("mlflow", "alembic", "urllib3", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
 def _settings() -> Settings:
     try:
         settings = get_settings()
     except Exception as exc:
         print_error(console, settings_error(exc))
         raise typer.Exit(2) from None
-    _logging(settings)
+    configure_logging(settings)
     return settings
 
 
