@@ -6,11 +6,15 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 
-from matchcast.data.features import refresh_features
+from matchcast.config import Settings
+from matchcast.data.features import FEATURE_VERSION, features_stale, refresh_features
 from matchcast.data.ingest import bundled_files, ingest, parse_file, season_of
-from matchcast.data.store import MatchStore
+from matchcast.data.store import MatchFeatures, MatchStore
 from matchcast.errors import IngestError
+from matchcast.service.bootstrap import ingest_files
+from matchcast.service.wiring import store_for
 
 HEADER = "Div,Date,HomeTeam,AwayTeam,FTHG,FTAG,FTR,HS,AS,HST,AST\n"
 
@@ -142,3 +146,18 @@ def test_season_of_splits_in_july() -> None:
     assert season_of(date(2025, 8, 1)) == "2025/26"
     assert season_of(date(2026, 5, 1)) == "2025/26"
     assert season_of(date(1999, 12, 31)) == "1999/00"
+
+
+def test_ingest_refreshes_features_of_another_version(tmp_path: Path) -> None:
+    """After the feature code changes, ingesting unchanged files rewrites every row of the old version."""
+    settings = Settings(home=tmp_path, database_url=f"sqlite:///{tmp_path / 'm.db'}")
+    rows = "".join(f"E0,2025-08-{d:02d},A{d},B{d},1,0,H,9,7,4,2\n" for d in range(10, 20))
+    files = [write(tmp_path, "e.csv", HEADER + rows)]
+    first = ingest_files(settings, files)
+    assert first.features_changed == 10 and not features_stale(store_for(settings))
+    assert ingest_files(settings, files).features_changed == 0  # same code, same data: nothing to do
+    with store_for(settings).session() as s:
+        s.execute(update(MatchFeatures).values(feature_version="v0-00000000", values=[0.0]))
+    assert features_stale(store_for(settings))
+    assert ingest_files(settings, files).features_changed == 10
+    assert {v for _, v, _ in store_for(settings).feature_table()} == {FEATURE_VERSION}

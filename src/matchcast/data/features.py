@@ -10,7 +10,8 @@ Per league, the state holds for every team:
   team promoted into the league starts below the mean;
 - pi-ratings (Constantinou & Fenton 2013): a home and an away rating in goal-difference units;
 - exponentially weighted form: points, goals, shots and shots on target for and against, over all matches and
-  over home matches only (for the home side) or away matches only (for the away side);
+  over home matches only (for the home side) or away matches only (for the away side); corners and first-half
+  goals for and against, over all matches;
 - the date of its last match (rest days) and whether it was promoted this season;
 
 and for the league: time-decayed Poisson attack/defence ratings fitted on goals, on shots on target and on a
@@ -37,7 +38,7 @@ from sqlalchemy import delete, insert, select, update
 from matchcast.data.store import MatchFeatures, MatchStore
 from matchcast.schemas import FEATURE_NAMES
 
-FEATURE_CODE_VERSION = "3"
+FEATURE_CODE_VERSION = "4"
 FEATURE_VERSION = f"v{FEATURE_CODE_VERSION}-" + hashlib.sha256(",".join(FEATURE_NAMES).encode()).hexdigest()[:8]
 
 
@@ -96,10 +97,16 @@ def without_crowd(league: str, day: date) -> bool:
     return closed is not None and closed[0] <= day <= closed[1]
 
 
-_FORM_KEYS = ("points", "gf", "ga", "sf", "sa", "sotf", "sota")
+_FORM_KEYS = ("points", "gf", "ga", "sf", "sa", "sotf", "sota", "cf", "ca", "htf", "hta")
 _VENUE_KEYS = ("points", "gf", "ga", "sotf", "sota")
-_PRIOR = {"points": 1.35, "gf": 1.35, "ga": 1.35, "sf": 12.5, "sa": 12.5, "sotf": 4.5, "sota": 4.5}
-_PROMOTED = {"points": 1.05, "gf": 1.1, "ga": 1.6, "sf": 11.0, "sa": 14.0, "sotf": 3.8, "sota": 5.2}
+_PRIOR = {
+    **{"points": 1.35, "gf": 1.35, "ga": 1.35, "sf": 12.5, "sa": 12.5, "sotf": 4.5, "sota": 4.5},
+    **{"cf": 5.0, "ca": 5.0, "htf": 0.6, "hta": 0.6},
+}
+_PROMOTED = {
+    **{"points": 1.05, "gf": 1.1, "ga": 1.6, "sf": 11.0, "sa": 14.0, "sotf": 3.8, "sota": 5.2},
+    **{"cf": 4.5, "ca": 5.6, "htf": 0.5, "hta": 0.7},
+}
 
 
 class MatchLike(Protocol):
@@ -372,6 +379,14 @@ class FeatureState:
             hf["sota"],
             af["sotf"],
             af["sota"],
+            hf["cf"],
+            hf["ca"],
+            af["cf"],
+            af["ca"],
+            hf["htf"],
+            hf["hta"],
+            af["htf"],
+            af["hta"],
             hv["points"],
             av["points"],
             hv["gf"],
@@ -421,6 +436,12 @@ class FeatureState:
         if "HS" in stats and "AS" in stats:
             obs_h |= {"sf": stats["HS"], "sa": stats["AS"]}
             obs_a |= {"sf": stats["AS"], "sa": stats["HS"]}
+        if "HC" in stats and "AC" in stats:
+            obs_h |= {"cf": stats["HC"], "ca": stats["AC"]}
+            obs_a |= {"cf": stats["AC"], "ca": stats["HC"]}
+        if "HTHG" in stats and "HTAG" in stats:
+            obs_h |= {"htf": stats["HTHG"], "hta": stats["HTAG"]}
+            obs_a |= {"htf": stats["HTAG"], "hta": stats["HTHG"]}
         has_sot = "HST" in stats and "AST" in stats
         if has_sot:
             obs_h |= {"sotf": stats["HST"], "sota": stats["AST"]}
@@ -459,6 +480,16 @@ def compute_features(matches: Iterable[MatchLike], params: FeatureParams = DEFAU
         for m in todays:
             state.update(m)
     return out
+
+
+def features_stale(store: MatchStore) -> bool:
+    """Whether the store lacks feature rows, or holds rows of another feature version (code changed since)."""
+    with store.session() as s:
+        other = s.execute(
+            select(MatchFeatures.match_id).where(MatchFeatures.feature_version != FEATURE_VERSION).limit(1)
+        ).first()
+        some = s.execute(select(MatchFeatures.match_id).limit(1)).first()
+    return other is not None or some is None
 
 
 def refresh_features(store: MatchStore) -> int:

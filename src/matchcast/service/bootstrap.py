@@ -9,7 +9,7 @@ from datetime import date
 from pathlib import Path
 
 from matchcast.config import CHALLENGER_ALIAS, Settings
-from matchcast.data.features import refresh_features
+from matchcast.data.features import features_stale, refresh_features
 from matchcast.data.ingest import IngestReport, bundled_files, ingest
 from matchcast.service.training import TrainResult, train
 from matchcast.service.wiring import registry_for, store_for
@@ -37,7 +37,7 @@ def ingest_files(
     store = store_for(settings)
     report = ingest(store, list(paths) or bundled_files(), league=league, as_of=as_of, progress=progress)
     changed = 0
-    if report.inserted or report.updated or not store.feature_table():
+    if report.inserted or report.updated or features_stale(store):
         if progress:
             progress("computing features", 0, 1)
         changed = refresh_features(store)
