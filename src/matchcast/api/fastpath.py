@@ -100,7 +100,8 @@ class FastPaths:
             if path == ASYNC_PATH and method == "POST":
                 await self._async(scope, receive, send)
                 return
-            if method == "GET" and path.startswith(SYNC_PREFIX) and path[len(SYNC_PREFIX) :].isdigit():
+            tail = path[len(SYNC_PREFIX) :]
+            if method == "GET" and path.startswith(SYNC_PREFIX) and tail.isascii() and tail.isdigit():
                 await self._sync(scope, receive, send)
                 return
         await self.app(scope, receive, send)
