@@ -289,6 +289,7 @@ def test_sync_fast_path_and_route_share_one_contract(
     assert client.get("/predict/987654321").json()["type"] == "match_not_found"
     assert client.get(f"/predict/{2**31}").status_code == 404
     assert client.get("/predict/\u00b2").status_code == 422  # isdigit() says yes to "²"; int() does not
+    assert client.get("/predict/" + "9" * 5000).status_code in (404, 422)  # longer than int() reads
     assert client.get(f"/predict/{match_id}", headers={"X-API-Key": "nope"}).status_code == 401
     assert answered_fast == [200]
     text = client.get("/metrics").text

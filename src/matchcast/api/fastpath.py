@@ -39,6 +39,11 @@ MAX_MATCH_ID = 2**31 - 1
 _WANTED = frozenset({b"content-type", b"authorization", b"x-api-key", b"idempotency-key"})
 
 
+def _is_match_id(text: str) -> bool:
+    """Up to 10 ASCII digits (``str.isdigit`` alone also accepts "²", which ``int`` refuses)."""
+    return len(text) <= 10 and text.isascii() and text.isdigit()
+
+
 def _start(status: int, body: bytes, extra: dict[str, str] | None = None) -> dict[str, Any]:
     headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
     headers += [(k.lower().encode(), v.encode()) for k, v in (extra or {}).items()]
@@ -101,7 +106,7 @@ class FastPaths:
                 await self._async(scope, receive, send)
                 return
             tail = path[len(SYNC_PREFIX) :]
-            if method == "GET" and path.startswith(SYNC_PREFIX) and tail.isascii() and tail.isdigit():
+            if method == "GET" and path.startswith(SYNC_PREFIX) and _is_match_id(tail):
                 await self._sync(scope, receive, send)
                 return
         await self.app(scope, receive, send)
