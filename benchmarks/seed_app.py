@@ -17,8 +17,9 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from matchcast.config import ML_QUEUE, PREDICT_TASK, Settings
-from matchcast.service.queue import make_celery
+from matchcast.config import Settings
+from matchcast.tasks.celery_app import make_celery
+from matchcast.tasks.names import ML_QUEUE, PREDICT_TASK
 
 _SYNC_TIMEOUT = 30
 

@@ -28,7 +28,8 @@ from typing import Any
 import httpx
 import psutil
 
-from matchcast.config import ML_QUEUE, Settings, settings_env
+from matchcast.config import Settings, settings_env
+from matchcast.tasks.names import ML_QUEUE
 
 RABBIT = ("127.0.0.1", 5672)
 REDIS = ("127.0.0.1", 6379)
@@ -370,7 +371,7 @@ class Stack:
 
     def _control(self, command: str, queue: str, lane: str) -> None:
         """Celery remote control: ``cancel_consumer`` / ``add_consumer`` of ``queue`` on the lane's worker."""
-        from matchcast.service.queue import make_celery
+        from matchcast.tasks.celery_app import make_celery
 
         assert self.settings is not None
         app = make_celery(self.settings)

@@ -15,9 +15,6 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, SecretStr, computed_field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ML_QUEUE = "ml"
-INTERACTIVE_QUEUE = "ml.interactive"
-PREDICT_TASK = "predict_match"
 REGISTERED_MODEL_NAME = "matchcast"
 CHAMPION_ALIAS = "champion"
 CHALLENGER_ALIAS = "challenger"

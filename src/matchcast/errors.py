@@ -1,18 +1,28 @@
-"""The domain's exceptions. No HTTP here: the API maps them to status codes in one place.
+"""The domain's exceptions, and the one table of what each means on the wire.
 
-MatchcastError
-├── NotFound
-│   ├── MatchNotFound
-│   ├── TaskNotFound
-│   └── ModelNotFound
-├── InvalidInput
-│   ├── IngestError          (file, line, column)
-│   └── CallbackUrlRefused
-├── PredictionTimeout
-├── ServiceUnavailable       (what is missing)
-├── Unauthorized             (401: no valid API key)
-├── Forbidden                (403: the key's role does not allow it)
-└── RateLimited              (429: retry_after_s)
+Each error has a ``type`` slug (the ``type`` of the API's JSON error body) and the HTTP ``status`` it is
+answered with. The same table maps errors back from a worker: a failure record or a grouped answer names its
+error, and ``from_wire`` rebuilds it, so a ``MatchNotFound`` raised in a worker reaches the caller as
+``match_not_found`` (404), as if the API had raised it.
+
+MatchcastError                  matchcast_error        500
+├── NotFound                    not_found              404
+│   ├── MatchNotFound           match_not_found
+│   ├── TaskNotFound            task_not_found
+│   └── ModelNotFound           model_not_found
+├── InvalidInput                invalid_input          422
+│   ├── IngestError             ingest_error           (file, line, column)
+│   └── CallbackUrlRefused      callback_url_refused
+├── FeaturesNotReady            features_not_ready     409
+├── Conflict                    conflict               409
+├── PredictionTimeout           prediction_timeout     504
+├── PredictionFailed            prediction_failed      500
+├── DeadLettered                dead_lettered          500
+├── Overloaded                  overloaded             429   (retry_after_s)
+├── ServiceUnavailable          service_unavailable    503   (what is missing)
+├── Unauthorized                unauthorized           401   (no valid API key)
+├── Forbidden                   forbidden              403   (the key's role does not allow it)
+└── RateLimited                 rate_limited           429   (retry_after_s)
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ class MatchcastError(Exception):
     """Base of every error matchcast raises on purpose."""
 
     type = "matchcast_error"
+    status = 500
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -32,6 +43,7 @@ class NotFound(MatchcastError):
     """Something asked for does not exist."""
 
     type = "not_found"
+    status = 404
 
 
 class MatchNotFound(NotFound):
@@ -64,6 +76,7 @@ class InvalidInput(MatchcastError):
     """Input that matchcast refuses."""
 
     type = "invalid_input"
+    status = 422
 
 
 class IngestError(InvalidInput):
@@ -81,12 +94,14 @@ class FeaturesNotReady(MatchcastError):
     """A match has no precomputed features yet."""
 
     type = "features_not_ready"
+    status = 409
 
 
 class PredictionTimeout(MatchcastError):
     """A synchronous prediction did not finish in time."""
 
     type = "prediction_timeout"
+    status = 504
 
 
 class PredictionFailed(MatchcastError):
@@ -105,6 +120,8 @@ class Overloaded(MatchcastError):
     """Too much work is waiting; the caller should come back later."""
 
     type = "overloaded"
+    status = 429
+    retry_after_s = 5
 
     def __init__(self, detail: str, retry_after_s: int = 5) -> None:
         super().__init__(detail)
@@ -115,12 +132,15 @@ class Conflict(MatchcastError):
     """The request conflicts with the current state of a resource."""
 
     type = "conflict"
+    status = 409
 
 
 class ServiceUnavailable(MatchcastError):
     """A service matchcast depends on cannot be reached."""
 
     type = "service_unavailable"
+    status = 503
+    missing: list[str] = []  # read only: instances set their own
 
     def __init__(self, detail: str, missing: list[str] | None = None) -> None:
         super().__init__(detail)
@@ -131,18 +151,22 @@ class Unauthorized(MatchcastError):
     """No valid API key came with the request (missing, malformed, unknown or revoked)."""
 
     type = "unauthorized"
+    status = 401
 
 
 class Forbidden(MatchcastError):
     """A valid API key whose role does not allow the request."""
 
     type = "forbidden"
+    status = 403
 
 
 class RateLimited(MatchcastError):
     """An API key sent more requests than its rate limit allows."""
 
     type = "rate_limited"
+    status = 429
+    retry_after_s = 1
 
     def __init__(self, detail: str, retry_after_s: int = 1) -> None:
         super().__init__(detail)
@@ -153,3 +177,21 @@ class CallbackUrlRefused(InvalidInput):
     """A callback URL matchcast will not call (scheme, or an address it must not reach)."""
 
     type = "callback_url_refused"
+
+
+def _all(cls: type[MatchcastError]) -> list[type[MatchcastError]]:
+    return [cls, *(c for sub in cls.__subclasses__() for c in _all(sub))]
+
+
+# Every error by its ``type`` slug and by its class name (what a Celery failure record names).
+WIRE: dict[str, type[MatchcastError]] = {name: cls for cls in _all(MatchcastError) for name in (cls.type, cls.__name__)}
+
+
+def from_wire(name: str | None, detail: str) -> MatchcastError | None:
+    """The error a worker reported by slug or class name, with its detail; None if matchcast has no such error."""
+    cls = WIRE.get(name or "")
+    if cls is None:
+        return None
+    exc = cls.__new__(cls)  # the detail as reported: constructors that take e.g. a match id are not rerun
+    MatchcastError.__init__(exc, detail)
+    return exc

@@ -21,7 +21,8 @@ from fastapi.testclient import TestClient
 from kombu import Connection
 
 from matchcast.api.app import create_app
-from matchcast.config import ML_QUEUE, PREDICT_TASK, Settings
+from matchcast.config import Settings
+from matchcast.tasks.names import ML_QUEUE, PREDICT_TASK
 from tests.conftest import WorkerProcess, amqp_url, base_settings, key_headers
 
 pytestmark = pytest.mark.integration

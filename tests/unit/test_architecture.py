@@ -1,4 +1,4 @@
-"""Dependencies point one way: api/worker/cli -> service -> model -> data -> config/errors/schemas/metrics."""
+"""Dependencies point one way: api/worker/cli -> service -> tasks -> model -> data -> config/errors/schemas/metrics."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ LAYERS = [
     {"cli", "ui"},
     {"api", "worker"},
     {"service"},
+    {"tasks"},
     {"model"},
     {"data"},
     {"config", "errors", "schemas", "metrics", "__init__", "__main__"},

@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from matchcast.api.dispatch import SyncGroups
+from matchcast.api.grouping import SyncGroups
 
 
 class Recorded(SyncGroups):
     """SyncGroups whose groups go to a list instead of the broker; each is answered when the test says so."""
 
     def __init__(self, in_flight: int) -> None:
-        super().__init__(dispatcher=None, max_group=256, timeout=5.0, in_flight=in_flight)  # type: ignore[arg-type]
+        super().__init__(None, None, None, max_group=256, timeout=5.0, in_flight=in_flight)  # type: ignore[arg-type]
         self.sent: list[list[int]] = []
         self.answer: list[asyncio.Event] = []
 

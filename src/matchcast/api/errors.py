@@ -1,4 +1,4 @@
-"""One mapping from domain errors to HTTP answers, all with a JSON body ``{"type", "detail"}``."""
+"""Domain errors as HTTP answers, all with a JSON body ``{"type", "detail"}`` (the table is in ``errors.py``)."""
 
 from __future__ import annotations
 
@@ -8,41 +8,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from matchcast.errors import (
-    Conflict,
-    DeadLettered,
-    FeaturesNotReady,
-    Forbidden,
-    InvalidInput,
-    MatchcastError,
-    NotFound,
-    Overloaded,
-    PredictionFailed,
-    PredictionTimeout,
-    RateLimited,
-    ServiceUnavailable,
-    Unauthorized,
-)
-
-STATUS: list[tuple[type[MatchcastError], int]] = [
-    (Unauthorized, 401),
-    (Forbidden, 403),
-    (RateLimited, 429),
-    (NotFound, 404),
-    (InvalidInput, 422),
-    (FeaturesNotReady, 409),
-    (Conflict, 409),
-    (Overloaded, 429),
-    (DeadLettered, 500),
-    (PredictionTimeout, 504),
-    (ServiceUnavailable, 503),
-    (PredictionFailed, 500),
-]
+from matchcast.errors import MatchcastError, Overloaded, RateLimited, ServiceUnavailable, Unauthorized
 
 
 def status_of(exc: MatchcastError) -> int:
-    """The HTTP status of a domain error."""
-    return next((code for cls, code in STATUS if isinstance(exc, cls)), 500)
+    """The HTTP status of a domain error (``errors.py`` holds the table)."""
+    return exc.status
 
 
 def answer_of(exc: MatchcastError) -> tuple[int, dict[str, object], dict[str, str] | None]:

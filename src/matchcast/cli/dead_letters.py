@@ -38,10 +38,13 @@ def list_(
 @app.command()
 def replay(dead_letter_id: Annotated[int, typer.Argument(min=1, help="The dead letter's id")]) -> None:
     """Submit a dead letter's original arguments again as a new task; prints its task id."""
-    from matchcast.service.dead_letters import replay as do_replay
+    from matchcast.data.dead_letters import DeadLetters
+    from matchcast.service.wiring import store_for
+    from matchcast.tasks.replay import replay as do_replay
 
+    settings = get_settings()
     try:
-        task_id = do_replay(get_settings(), dead_letter_id)
+        task_id = do_replay(settings, DeadLetters(store_for(settings)), dead_letter_id)
     except MatchcastError as exc:
         console.print(f"[red]error:[/red] {exc.detail}")
         raise typer.Exit(1) from None

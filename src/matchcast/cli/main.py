@@ -20,7 +20,7 @@ from matchcast.cli import dead_letters, keys
 from matchcast.cli.ux import Commands, print_error, progress_bar, settings_error
 from matchcast.config import Settings, configure_logging, get_settings
 from matchcast.errors import MatchcastError
-from matchcast.service.queue import LANES
+from matchcast.tasks.names import LANES
 
 app = typer.Typer(
     cls=Commands,
@@ -179,12 +179,11 @@ def worker(
     ] = None,
 ) -> None:
     """Run a Celery worker consuming the `ml` queues of its lane."""
+    settings = _settings()
     if lane is not None:
         if lane not in LANES:
             raise typer.BadParameter(f"lane must be one of {', '.join(LANES)}", param_hint="--lane")
-        os.environ["MATCHCAST_WORKER_LANE"] = lane
-        get_settings.cache_clear()
-    settings = _settings()
+        settings = settings.model_copy(update={"worker_lane": lane})
     prom_dir = settings.prometheus_multiproc_dir or settings.home / "prometheus" / f"worker-{os.getpid()}"
     shutil.rmtree(prom_dir, ignore_errors=True)
     prom_dir.mkdir(parents=True, exist_ok=True)
@@ -192,7 +191,9 @@ def worker(
     from prometheus_client import CollectorRegistry, start_http_server
     from prometheus_client.multiprocess import MultiProcessCollector
 
-    from matchcast.worker.app import app as celery_app
+    from matchcast.worker.app import create_app
+
+    celery_app = create_app(settings)
 
     if settings.worker_metrics_port:
         registry = CollectorRegistry()
@@ -241,20 +242,17 @@ def ui(
 ) -> None:
     """Run the Streamlit UI; it talks to the API over HTTP (started by `matchcast up` too)."""
     settings = _settings()
-    from matchcast.cli.stack import _port_free, ui_command, ui_env
+    from matchcast.cli.stack import ui_command, ui_env
 
     bind_host, bind_port = host or settings.ui_host, port or settings.ui_port
     if not bind_port:
         raise typer.BadParameter("MATCHCAST_UI_PORT is 0 (no UI); give a port", param_hint="--port")
-    if importlib.util.find_spec("streamlit") is None:
-        print_error(console, "Streamlit is not installed: pip install streamlit")
-        raise typer.Exit(1)
-    if not _port_free(bind_host, bind_port):
-        print_error(console, f"UI port {bind_port} on {bind_host} is taken; use --port or MATCHCAST_UI_PORT")
-        raise typer.Exit(1)
-    cmd = ui_command(settings, bind_host, bind_port)
-    sys.stdout.flush()
-    os.execve(sys.executable, cmd, ui_env(settings, api_url))
+    _exec_tool(
+        "streamlit",
+        (bind_host, bind_port, f"UI port {bind_port} on {bind_host} is taken; use --port or MATCHCAST_UI_PORT"),
+        ui_command(settings, bind_host, bind_port),
+        ui_env(settings, api_url),
+    )
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -268,18 +266,26 @@ def flower(
     More Flower options go after the others, e.g. `matchcast flower --basic-auth=user:password`.
     """
     settings = _settings()
-    from matchcast.cli.stack import _port_free, child_env
+    from matchcast.cli.stack import child_env
 
-    if importlib.util.find_spec("flower") is None:
-        print_error(console, "Flower is not installed: pip install flower")
-        raise typer.Exit(1)
-    if not _port_free(address, port):
-        print_error(console, f"port {port} on {address} is taken; use --port")
-        raise typer.Exit(1)
-    cmd = [sys.executable, "-m", "celery", "-A", "matchcast.worker.app:app", "flower"]
+    cmd = [sys.executable, "-m", "celery", "-A", "matchcast.worker.entry:app", "flower"]
     cmd += [f"--address={address}", f"--port={port}", *ctx.args]
+    _exec_tool("flower", (address, port, f"port {port} on {address} is taken; use --port"), cmd, child_env(settings))
+
+
+def _exec_tool(module: str, bind: tuple[str, int, str], cmd: list[str], env: dict[str, str]) -> None:
+    """Replace this process by a tool's server, once its package is installed and its port is free."""
+    from matchcast.cli.stack import _port_free
+
+    if importlib.util.find_spec(module) is None:
+        print_error(console, f"{module.capitalize()} is not installed: pip install {module}")
+        raise typer.Exit(1)
+    host, port, taken = bind
+    if not _port_free(host, port):
+        print_error(console, taken)
+        raise typer.Exit(1)
     sys.stdout.flush()
-    os.execve(sys.executable, cmd, child_env(settings))
+    os.execve(sys.executable, cmd, env)
 
 
 _METRIC_TITLES = {"rps": "RPS (primary)", "log_loss": "log loss", "brier": "Brier", "accuracy": "accuracy"}

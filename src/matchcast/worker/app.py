@@ -1,4 +1,8 @@
-"""The worker's Celery app. ``PredictionService`` is created once per worker process (``worker_process_init``)."""
+"""The worker's Celery app, built from settings by ``create_app``; ``PredictionService`` once per pool process.
+
+Nothing is read at import time: ``matchcast worker`` builds the app from its settings (the lane among them),
+and ``matchcast.worker.entry`` builds one from the environment for the ``celery`` command line (Flower).
+"""
 
 from __future__ import annotations
 
@@ -10,59 +14,122 @@ import threading
 import time
 from typing import Any
 
-from celery import signals
+from celery import Celery, signals
 
-from matchcast.config import get_settings
+from matchcast.config import Settings
 from matchcast.metrics import MODEL_LOADS
 from matchcast.service.prediction import PredictionService
-from matchcast.service.queue import LANES, declare_topology, make_celery
-from matchcast.service.tracking import WorkerHeartbeat
 from matchcast.service.wiring import registry_for, store_for
+from matchcast.tasks.celery_app import declare_topology, make_celery
+from matchcast.tasks.heartbeat import WorkerHeartbeat
+from matchcast.tasks.names import LANES
+from matchcast.tasks.records import WorkerRecords
 
 log = logging.getLogger("matchcast.worker")
-settings = get_settings()
-app = make_celery(settings)
-app.conf.imports = ("matchcast.worker.tasks",)
-app.conf.worker_consumer = "matchcast.worker.consumer:DeadLetteringConsumer"
-
-_service: PredictionService | None = None
-_heartbeat_stop = threading.Event()
-_collector: Any = None
 
 
-def get_service() -> PredictionService:
-    """This process's service, switched to a new champion within ``MATCHCAST_MODEL_REFRESH_S`` of its promotion.
+class WorkerRuntime:
+    """What a worker process holds: its settings and app, the task records, and (per pool process) the service."""
 
-    Created here only if the pool sent no ``worker_process_init``.
-    """
-    global _service
-    if _service is None:
-        _init_service()
-    assert _service is not None
-    switched = _service.refresh(settings.model_refresh_s)
-    if switched is not None:
-        MODEL_LOADS.labels(version=switched.version).inc()
-    return _service
+    def __init__(self, app: Celery, settings: Settings) -> None:
+        self.app, self.settings = app, settings
+        self._service: PredictionService | None = None
+        self._records: WorkerRecords | None = None
+        self.heartbeat_stop = threading.Event()
+        self.collector: Any = None
+
+    @property
+    def records(self) -> WorkerRecords:
+        """The task records, through the result backend's client."""
+        if self._records is None:
+            self._records = WorkerRecords(self.app.backend.client, self.settings.task_ttl_s)
+        return self._records
+
+    def service(self) -> PredictionService:
+        """This process's service, switched to a new champion within ``MATCHCAST_MODEL_REFRESH_S`` of its promotion.
+
+        Created here only if the pool sent no ``worker_process_init``.
+        """
+        if self._service is None:
+            self.init_service()
+        assert self._service is not None
+        switched = self._service.refresh(self.settings.model_refresh_s)
+        if switched is not None:
+            MODEL_LOADS.labels(version=switched.version).inc()
+        return self._service
+
+    def init_service(self) -> None:
+        """Load the champion for this process."""
+        started = time.perf_counter()
+        s = self.settings
+        self._service = PredictionService(store_for(s), registry_for(s), s.model_alias)
+        MODEL_LOADS.labels(version=self._service.model.version).inc()
+        log.info(
+            "model_loaded pid=%d name=%s version=%s alias=%s seconds=%.3f",
+            os.getpid(),
+            self._service.model.name,
+            self._service.model.version,
+            s.model_alias,
+            time.perf_counter() - started,
+        )
+
+    def on_ready(self, hostname: str) -> None:
+        """The worker is consuming: heartbeat, topology, the dead-letter collector."""
+        s = self.settings
+        queues = list(LANES[s.worker_lane])
+        beat = WorkerHeartbeat(s.resolved_result_backend(), hostname, s.worker_heartbeat_s)
+
+        def loop() -> None:
+            while not self.heartbeat_stop.is_set():
+                try:
+                    beat.beat({"pid": os.getpid(), "lane": s.worker_lane, "queues": queues})
+                except Exception as exc:  # the backend may be away for a while; keep beating
+                    log.warning("heartbeat failed: %s", exc)
+                self.heartbeat_stop.wait(s.worker_heartbeat_s)
+            with contextlib.suppress(Exception):
+                beat.clear()
+
+        threading.Thread(target=loop, name="matchcast-heartbeat", daemon=True).start()
+        with self.app.connection_for_write() as conn:
+            declare_topology(s, conn)
+        from matchcast.worker.dead_letters import DeadLetterCollector
+
+        self.collector = DeadLetterCollector(self)
+        self.collector.start()
+        log.info("worker_ready hostname=%s lane=%s queues=%s", hostname, s.worker_lane, ",".join(queues))
+
+    def on_shutdown(self) -> None:
+        """Stop the heartbeat and the collector."""
+        self.heartbeat_stop.set()
+        if self.collector is not None:
+            self.collector.stop.set()
 
 
-def _init_service() -> None:
-    global _service
-    started = time.perf_counter()
-    _service = PredictionService(store_for(settings), registry_for(settings), settings.model_alias)
-    MODEL_LOADS.labels(version=_service.model.version).inc()
-    log.info(
-        "model_loaded pid=%d name=%s version=%s alias=%s seconds=%.3f",
-        os.getpid(),
-        _service.model.name,
-        _service.model.version,
-        settings.model_alias,
-        time.perf_counter() - started,
-    )
+_runtime: WorkerRuntime | None = None
+
+
+def runtime() -> WorkerRuntime:
+    """This process's worker runtime (``create_app`` made it)."""
+    if _runtime is None:
+        raise RuntimeError("no worker app in this process: call matchcast.worker.app.create_app(settings)")
+    return _runtime
+
+
+def create_app(settings: Settings) -> Celery:
+    """The worker's Celery app for ``settings``, with matchcast's tasks and consumer (one per process)."""
+    global _runtime
+    from matchcast.worker.tasks import register
+
+    app = make_celery(settings)
+    app.conf.worker_consumer = "matchcast.worker.consumer:DeadLetteringConsumer"
+    _runtime = WorkerRuntime(app, settings)
+    register(app, settings)
+    return app
 
 
 @signals.worker_process_init.connect
 def _on_process_init(**_: Any) -> None:
-    _init_service()
+    runtime().init_service()
 
 
 @signals.worker_process_shutdown.connect
@@ -75,38 +142,10 @@ def _on_process_shutdown(pid: int | None = None, **_: Any) -> None:
 
 @signals.worker_ready.connect
 def _on_ready(sender: Any = None, **_: Any) -> None:
-    hostname = getattr(sender, "hostname", None) or socket.gethostname()
-    queues = list(LANES[settings.worker_lane])
-    beat = WorkerHeartbeat(settings.resolved_result_backend(), hostname, settings.worker_heartbeat_s)
-
-    def loop() -> None:
-        while not _heartbeat_stop.is_set():
-            try:
-                beat.beat({"pid": os.getpid(), "lane": settings.worker_lane, "queues": queues})
-            except Exception as exc:  # the backend may be away for a while; keep beating
-                log.warning("heartbeat failed: %s", exc)
-            _heartbeat_stop.wait(settings.worker_heartbeat_s)
-        with contextlib.suppress(Exception):
-            beat.clear()
-
-    threading.Thread(target=loop, name="matchcast-heartbeat", daemon=True).start()
-    with app.connection_for_write() as conn:
-        declare_topology(settings, conn)
-    from matchcast.worker.dead_letters import DeadLetterCollector
-
-    global _collector
-    _collector = DeadLetterCollector(app, settings)
-    _collector.start()
-    log.info(
-        "worker_ready hostname=%s lane=%s queues=%s",
-        hostname,
-        settings.worker_lane,
-        ",".join(queues),
-    )
+    runtime().on_ready(getattr(sender, "hostname", None) or socket.gethostname())
 
 
 @signals.worker_shutdown.connect
 def _on_shutdown(**_: Any) -> None:
-    _heartbeat_stop.set()
-    if _collector is not None:
-        _collector.stop.set()
+    if _runtime is not None:
+        _runtime.on_shutdown()

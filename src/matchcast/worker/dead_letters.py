@@ -14,18 +14,22 @@ import json
 import logging
 import threading
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 from kombu import Connection, Message
 
-from matchcast.config import PREDICT_TASK, Settings
+from matchcast.config import Settings
 from matchcast.data.dead_letters import DeadLetters
 from matchcast.errors import DeadLettered
 from matchcast.metrics import DEAD_LETTERS_RECORDED
-from matchcast.service.queue import BULK_TASK, CALLBACK_TASK, DEAD_QUEUE, dead_queue
-from matchcast.service.tracking import callback_key, cancel_key
 from matchcast.service.wiring import store_for
+from matchcast.tasks.celery_app import dead_queue
+from matchcast.tasks.messages import deliver_callback, enqueue
+from matchcast.tasks.names import BULK_TASK, DEAD_QUEUE, PREDICT_TASK
+
+if TYPE_CHECKING:
+    from matchcast.worker.app import WorkerRuntime
 
 log = logging.getLogger("matchcast.worker.dead_letters")
 MARKER = "matchcast_dead_letter"
@@ -123,8 +127,8 @@ def _from_broker(message: Message, settings: Settings) -> dict[str, Any]:
 class DeadLetterCollector:
     """Moves ``ml.dead`` into the store, one message at a time, acking only what is stored."""
 
-    def __init__(self, app: Celery, settings: Settings) -> None:
-        self.app, self.settings = app, settings
+    def __init__(self, runtime: WorkerRuntime) -> None:
+        self.app, self.settings, self.runtime = runtime.app, runtime.settings, runtime
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="matchcast-dead-letters", daemon=True)
 
@@ -138,8 +142,8 @@ class DeadLetterCollector:
             DEAD_LETTERS_RECORDED.labels(reason=one["reason"]).inc()
             err = DeadLettered(f"dead-lettered ({one['reason']}): {one['error']}")
             self.app.backend.mark_as_failure(one["task_id"], err)
-            if one["reason"] == "delivery_limit" and self.app.backend.client.exists(callback_key(one["task_id"])):
-                self.app.send_task(CALLBACK_TASK, args=[one["task_id"]])  # no worker returned from this task
+            if one["reason"] == "delivery_limit" and self.runtime.records.has_callback(one["task_id"]):
+                enqueue(self.app, deliver_callback(one["task_id"]))  # no worker returned from this task
 
     def _not_dead(self, message: Message, task_id: str) -> str | None:
         """Why a message the broker dead-lettered is no dead letter after all, or None."""
@@ -153,7 +157,7 @@ class DeadLetterCollector:
                     return "expired (its caller had given up)"
             except ValueError:
                 pass
-        if self.app.backend.client.exists(cancel_key(task_id)):
+        if self.runtime.records.cancelled([task_id]):
             return "was cancelled"
         state = self.app.backend.get_task_meta(task_id).get("status")
         return f"is {state}" if state in ("REVOKED", "SUCCESS") else None

@@ -5,22 +5,22 @@ from __future__ import annotations
 import logging
 import random
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import redis
 import sqlalchemy.exc
-from celery import Task
+from celery import Celery, Task
 from celery.exceptions import Ignore
 
-from matchcast.config import ML_QUEUE, PREDICT_TASK
+from matchcast.config import Settings
 from matchcast.errors import InvalidInput, NotFound, ServiceUnavailable
 from matchcast.metrics import TASK_DURATION, TASK_QUEUE_WAIT, TASKS
-from matchcast.schemas import CallbackStatus
 from matchcast.service.callbacks import post_callback
-from matchcast.service.queue import BULK_TASK, CALLBACK_TASK, GROUP_MAX
-from matchcast.service.tracking import callback_key, cancel_key, status_of
-from matchcast.worker.app import app, get_service, settings
+from matchcast.tasks.messages import deliver_callback as callback_message
+from matchcast.tasks.messages import enqueue
+from matchcast.tasks.names import BULK_TASK, CALLBACK_TASK, GROUP_MAX, PREDICT_GROUP_TASK, PREDICT_TASK
+from matchcast.tasks.status import task_status
+from matchcast.worker.app import runtime
 from matchcast.worker.dead_letters import publish_dead_letter
 
 log = logging.getLogger("matchcast.worker.tasks")
@@ -40,10 +40,8 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 class PredictTask(Task):
     """Bounded retries with exponential backoff and jitter; dead letter when given up on."""
 
-    autoretry_for = TRANSIENT
-    max_retries = settings.task_max_retries
+    autoretry_for = TRANSIENT  # max_retries and retry_backoff_max come from settings (``register``)
     retry_backoff = 1
-    retry_backoff_max = settings.task_retry_backoff_max_s
     retry_jitter = True
     acks_late = True
     reject_on_worker_lost = True
@@ -73,57 +71,36 @@ class PredictTask(Task):
 
 def schedule_callback(task_id: str, countdown: float = 0) -> None:
     """Queue the delivery of a task's completion callback, if it has one."""
+    rt = runtime()
     try:
-        if not app.backend.client.exists(callback_key(task_id)):
+        if not rt.records.has_callback(task_id):
             return
     except redis.exceptions.RedisError:
         log.warning("could not check the callback of task_id=%s", task_id)
         return
-    app.send_task(CALLBACK_TASK, args=[task_id], queue=ML_QUEUE, countdown=countdown or None)
+    enqueue(rt.app, callback_message(task_id, countdown=countdown))
 
 
-def _cancelled_many(task_ids: list[str]) -> set[str]:
-    """Which of these tasks were cancelled (one round trip)."""
-    try:
-        with app.backend.client.pipeline(transaction=False) as pipe:
-            for task_id in task_ids:
-                pipe.exists(cancel_key(task_id))
-            flags = pipe.execute()
-    except redis.exceptions.RedisError:
-        return set()
-    return {task_id for task_id, flag in zip(task_ids, flags, strict=True) if flag}
+def _note_queue_wait(task: Task) -> None:
+    submitted = task.request.get("submitted_at")
+    if isinstance(submitted, int | float) and not task.request.retries:
+        TASK_QUEUE_WAIT.observe(max(0.0, time.time() - submitted))
 
 
-def _cancelled(task_id: str) -> bool:
-    try:
-        return bool(app.backend.client.exists(cancel_key(task_id)))
-    except redis.exceptions.RedisError:
-        return False
-
-
-@app.task(name=PREDICT_TASK, base=PredictTask, bind=True)
-def predict_match(self: PredictTask, payload: dict[str, Any] | list[Any]) -> dict[str, Any] | list[dict[str, Any]]:
-    """Predict one match: ``{"match_id": N}`` or inline ``{"features": {...}, ...}``.
-
-    A list of such payloads (the API's grouped sync requests) is predicted in one vectorised pass; the result
-    is a list in the same order, each ``{"prediction": ...}`` or ``{"error": type, "detail": text}``.
-    """
-    if isinstance(payload, list):
-        return _predict_group(self, payload)
+def predict_match(self: PredictTask, payload: dict[str, Any]) -> dict[str, Any]:
+    """Predict one match: ``{"match_id": N}`` or inline ``{"features": {...}, ...}`` (the design note's task)."""
     task_id = self.request.id
-    if not self.request.retries and _cancelled(task_id):
+    if not self.request.retries and runtime().records.cancelled([task_id]):
         TASKS.labels(outcome="cancelled").inc()
         log.info("task_cancelled task_id=%s", task_id)
         self.backend.mark_as_revoked(task_id, reason="cancelled")  # started was recorded on receipt
         raise Ignore()
-    submitted = self.request.get("submitted_at")
-    if isinstance(submitted, int | float) and not self.request.retries:
-        TASK_QUEUE_WAIT.observe(max(0.0, time.time() - submitted))
+    _note_queue_wait(self)
     started = time.perf_counter()
     try:
         if not isinstance(payload, dict):
-            raise InvalidInput("payload must be a JSON object")
-        result = get_service().predict(payload)
+            raise InvalidInput(f"payload must be a JSON object (grouped requests are {PREDICT_GROUP_TASK})")
+        result = runtime().service().predict(payload)
     except NotFound:
         TASKS.labels(outcome="not_found").inc()
         raise
@@ -141,16 +118,20 @@ def predict_match(self: PredictTask, payload: dict[str, Any] | list[Any]) -> dic
     return result
 
 
-def _predict_group(task: PredictTask, payloads: list[Any]) -> list[dict[str, Any]]:
-    if not payloads or len(payloads) > GROUP_MAX:
+def predict_match_group(task: PredictTask, envelope: dict[str, Any]) -> list[dict[str, Any]]:
+    """Predict grouped sync requests, ``{"requests": [payload, ...]}``, in one vectorised pass.
+
+    The result is a list in the same order, each ``{"prediction": ...}`` or ``{"error": type, "detail": text}``:
+    one bad request does not fail the others.
+    """
+    payloads = envelope.get("requests") if isinstance(envelope, dict) else None
+    if not isinstance(payloads, list) or not payloads or len(payloads) > GROUP_MAX:
         TASKS.labels(outcome="rejected").inc()
-        raise InvalidInput(f"a group holds 1 to {GROUP_MAX} payloads, got {len(payloads)}")
-    submitted = task.request.get("submitted_at")
-    if isinstance(submitted, int | float) and not task.request.retries:
-        TASK_QUEUE_WAIT.observe(max(0.0, time.time() - submitted))
+        raise InvalidInput(f"a group is {{'requests': [payload, ...]}} with 1 to {GROUP_MAX} payloads")
+    _note_queue_wait(task)
     started = time.perf_counter()
     try:
-        out = get_service().predict_each(payloads)
+        out = runtime().service().predict_each(payloads)
     except TRANSIENT:
         TASKS.labels(outcome="retried" if task.request.retries < task.max_retries else "failed").inc(len(payloads))
         raise
@@ -163,23 +144,22 @@ def _predict_group(task: PredictTask, payloads: list[Any]) -> list[dict[str, Any
     return out
 
 
-@app.task(name=CALLBACK_TASK, bind=True, max_retries=None, acks_late=True)
 def deliver_callback(self: Task, task_id: str) -> bool:
     """POST a task's final status to its callback URL; retried with backoff up to the configured attempts."""
-    client = app.backend.client
-    raw = client.get(callback_key(task_id))
-    if not raw:
+    rt = runtime()
+    settings = rt.settings
+    callback = rt.records.callback(task_id)
+    if callback is None:
         return False
-    callback = CallbackStatus.model_validate_json(raw)
     if callback.delivered:
         return True
-    meta = app.backend.get_task_meta(task_id)
-    status = status_of(task_id, meta if meta.get("status") != "PENDING" else None)
+    meta = rt.app.backend.get_task_meta(task_id)
+    status = task_status(task_id, meta if meta.get("status") != "PENDING" else None)
     body = status.model_dump_json(exclude={"callback"}).encode()
     attempt = post_callback(settings, callback.url, body, task_id=task_id, attempt=len(callback.attempts) + 1)
     callback.attempts.append(attempt)
     callback.delivered = attempt.status_code is not None and 200 <= attempt.status_code < 300
-    client.set(callback_key(task_id), callback.model_dump_json(), ex=settings.task_ttl_s)
+    rt.records.save_callback(task_id, callback)
     log.info(
         "callback task_id=%s attempt=%d status=%s error=%s",
         task_id,
@@ -194,29 +174,6 @@ def deliver_callback(self: Task, task_id: str) -> bool:
     return callback.delivered
 
 
-def _store_results(results: dict[str, dict[str, Any]]) -> None:
-    """Store many successful results in one Redis round trip, in Celery's own format.
-
-    Not published: async results are polled (``GET /monitoring/task_status/{id}`` reads the stored key), sync
-    requests wait only for their own tasks on ``ml.interactive``, and every API process's result listener would
-    otherwise decode each of these messages while it serves."""
-    backend = app.backend
-    done = datetime.now(UTC).isoformat()
-    with backend.client.pipeline(transaction=False) as pipe:
-        for task_id, result in results.items():
-            meta: dict[str, Any] = {
-                "status": "SUCCESS",
-                "result": result,
-                "traceback": None,
-                "children": [],
-                "date_done": done,
-                "task_id": task_id,
-            }
-            pipe.setex(backend.get_key_for_task(task_id), settings.task_ttl_s, backend.encode(meta))
-        pipe.execute()
-
-
-@app.task(name=BULK_TASK, base=PredictTask, bind=True)
 def predict_matches(self: PredictTask, payload: dict[str, Any]) -> int:
     """Predict a chunk of a batch submission in one vectorised pass; each match's result under its own task id."""
     items = payload.get("items") if isinstance(payload, dict) else None
@@ -225,19 +182,32 @@ def predict_matches(self: PredictTask, payload: dict[str, Any]) -> int:
     ):
         raise InvalidInput("payload must be {'items': [[task_id, match_id], ...]}")
     started = time.perf_counter()
-    cancelled = _cancelled_many([task_id for task_id, _ in items])
+    rt = runtime()
+    cancelled = rt.records.cancelled([task_id for task_id, _ in items])
     wanted = {task_id: match_id for task_id, match_id in items if task_id not in cancelled}
-    outcomes = get_service().predict_many(list(set(wanted.values())))
+    outcomes = rt.service().predict_many(list(set(wanted.values())))
     ok: dict[str, dict[str, Any]] = {}
     for task_id, match_id in wanted.items():
         outcome = outcomes[match_id]
         if isinstance(outcome, Exception):
-            app.backend.mark_as_failure(task_id, outcome)
+            rt.app.backend.mark_as_failure(task_id, outcome)
             TASKS.labels(outcome="not_found").inc()
         else:
             ok[task_id] = outcome
-    _store_results(ok)
+    rt.records.store_results(ok, rt.app.backend.encode)
     log.info("predicted chunk=%s tasks=%s", self.request.id, ",".join(ok))
     TASKS.labels(outcome="succeeded").inc(len(ok))
     TASK_DURATION.observe(time.perf_counter() - started)
     return len(ok)
+
+
+def register(app: Celery, settings: Settings) -> None:
+    """Register matchcast's tasks on ``app``, their retry bounds from ``settings``."""
+    bounds = {"max_retries": settings.task_max_retries, "retry_backoff_max": settings.task_retry_backoff_max_s}
+    for name, fn in (
+        (PREDICT_TASK, predict_match),
+        (PREDICT_GROUP_TASK, predict_match_group),
+        (BULK_TASK, predict_matches),
+    ):
+        app.task(name=name, base=PredictTask, bind=True, **bounds)(fn)
+    app.task(name=CALLBACK_TASK, bind=True, max_retries=None, acks_late=True)(deliver_callback)

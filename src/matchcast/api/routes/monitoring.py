@@ -12,13 +12,14 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from matchcast.api.deps import CatalogDep, DispatcherDep, SettingsDep, StoreDep
-from matchcast.api.dispatch import queue_depth
-from matchcast.config import INTERACTIVE_QUEUE, ML_QUEUE, Settings, redact_text, secrets_of
+from matchcast.config import Settings, redact_text, secrets_of
 from matchcast.data.dead_letters import DeadLetters
 from matchcast.metrics import DEAD_LETTERS, QUEUE_DEPTH, READINESS, exposition
 from matchcast.schemas import AsyncSubmitted, DeadLetterOut, DeadLetterPage, ErrorBody, Readiness, TaskStatus
-from matchcast.service.dead_letters import replayable_payload
-from matchcast.service.tracking import live_workers
+from matchcast.tasks.celery_app import queue_depth
+from matchcast.tasks.heartbeat import live_workers
+from matchcast.tasks.names import INTERACTIVE_QUEUE, ML_QUEUE
+from matchcast.tasks.replay import replayable_payload
 
 router = APIRouter(tags=["monitoring"])
 TaskId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")]

@@ -1,20 +1,20 @@
-"""Replaying dead letters from the command line: submit the original arguments again as a new task."""
+"""Replaying a dead letter: its original ``predict_match`` payload, submitted again as a new task."""
 
 from __future__ import annotations
 
-import json
-import time
+import asyncio
 import uuid
 from typing import Any
 
-import redis
+import redis.asyncio as aioredis
 
-from matchcast.config import ML_QUEUE, PREDICT_TASK, Settings
+from matchcast.config import Settings
 from matchcast.data.dead_letters import DeadLetters
 from matchcast.errors import Conflict, NotFound
-from matchcast.service.queue import make_celery
-from matchcast.service.tracking import task_key
-from matchcast.service.wiring import store_for
+from matchcast.tasks.celery_app import make_celery
+from matchcast.tasks.messages import enqueue, predict
+from matchcast.tasks.names import PREDICT_TASK
+from matchcast.tasks.records import TaskRecords
 
 
 def replayable_payload(letters: DeadLetters, dead_letter_id: int) -> dict[str, Any]:
@@ -31,18 +31,24 @@ def replayable_payload(letters: DeadLetters, dead_letter_id: int) -> dict[str, A
     return payload
 
 
-def replay(settings: Settings, dead_letter_id: int) -> str:
-    """Submit a dead letter again; returns the new task id (its status is then at the usual URL)."""
-    letters = DeadLetters(store_for(settings))
+def replay(settings: Settings, letters: DeadLetters, dead_letter_id: int) -> str:
+    """Submit a dead letter again from outside the API (the CLI); returns the new task id."""
     payload = replayable_payload(letters, dead_letter_id)
     task_id = str(uuid.uuid4())
-    client = redis.Redis.from_url(settings.resolved_result_backend(), socket_timeout=5)
-    client.set(task_key(task_id), json.dumps({"source": "replay", "issued_at": time.time()}), ex=settings.task_ttl_s)
-    app = make_celery(settings)
+    app = make_celery(settings, publisher=True)
+
+    async def send() -> None:
+        client = aioredis.Redis.from_url(settings.resolved_result_backend(), socket_timeout=5)
+        try:
+            records = TaskRecords(client, settings.task_ttl_s)
+            await records.issue(
+                [task_id], "replay", lambda: asyncio.to_thread(enqueue, app, predict(payload, task_id, sync=False))
+            )
+        finally:
+            await client.aclose()
+
     try:
-        app.send_task(
-            PREDICT_TASK, args=[payload], task_id=task_id, queue=ML_QUEUE, headers={"submitted_at": time.time()}
-        )
+        asyncio.run(send())
     finally:
         app.close()
     letters.mark_replayed(dead_letter_id, task_id)

@@ -1,9 +1,9 @@
-"""The Celery application's configuration, shared by the API (which only sends by task name) and workers.
+"""The Celery application and the broker topology, shared by the API (which only publishes) and the workers.
 
-Three queues on one exchange: ``ml.interactive`` carries sync requests (grouped: one ``predict_match`` message
-holds every request an API process had waiting), ``ml`` single async predictions and callbacks, ``ml.bulk`` the
-chunks of batch submissions and of grouped async submissions. Workers of the ``interactive`` lane serve only
-``ml.interactive``, so a flood of async work never queues in front of someone waiting on a screen.
+Three queues on one exchange: ``ml.interactive`` carries sync requests (grouped: one ``predict_match_group``
+message holds every request an API process had waiting), ``ml`` single async predictions, callbacks and the
+chunks of async submissions, ``ml.bulk`` the chunks of batch submissions. Workers of the ``interactive`` lane
+serve only ``ml.interactive``, so a flood of async work never queues in front of someone waiting on a screen.
 
 On RabbitMQ, each is a durable quorum queue on a topic exchange (topic, so Celery's native delayed delivery
 can carry retry countdowns) with a delivery limit; messages it rejects or that exceed the limit are
@@ -15,23 +15,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from amqp.exceptions import AMQPError
 from celery import Celery
 from kombu import Connection, Exchange, Queue
 
-from matchcast.config import INTERACTIVE_QUEUE, ML_QUEUE, PREDICT_TASK, Settings
-
-BULK_QUEUE = "ml.bulk"
-BULK_TASK = "predict_matches"
-BULK_CHUNK = 100
-DEAD_QUEUE = "ml.dead"
-DEAD_EXCHANGE = "ml.dlx"
-CALLBACK_TASK = "deliver_callback"
-GROUP_MAX = 1000  # most requests one grouped ``predict_match`` message may carry
-LANES: dict[str, tuple[str, ...]] = {
-    "interactive": (INTERACTIVE_QUEUE,),
-    "bulk": (ML_QUEUE, BULK_QUEUE),
-    "all": (INTERACTIVE_QUEUE, ML_QUEUE, BULK_QUEUE),
-}
+from matchcast.config import Settings
+from matchcast.tasks.names import (
+    BULK_QUEUE,
+    BULK_TASK,
+    CALLBACK_TASK,
+    DEAD_EXCHANGE,
+    DEAD_QUEUE,
+    INTERACTIVE_QUEUE,
+    LANES,
+    ML_QUEUE,
+    PREDICT_GROUP_TASK,
+    PREDICT_TASK,
+)
 
 
 def is_amqp(url: str) -> bool:
@@ -72,7 +72,7 @@ def declare_topology(settings: Settings, conn: Connection) -> None:
 
 
 class PublisherCelery(Celery):
-    """A Celery client that only publishes: it hears results through its own listener (``api/dispatch.py``).
+    """A Celery client that only publishes: it hears results through its own listener (``api/listener.py``).
 
     Celery's Redis result backend subscribes a client to every task it sends (``on_task_call``), costing a
     blocking round trip per request and a subscription that nobody reads; this client skips that.
@@ -113,6 +113,7 @@ def make_celery(settings: Settings, *, publisher: bool = False) -> Celery:
         task_default_routing_key=ML_QUEUE,
         task_routes={
             PREDICT_TASK: {"queue": ML_QUEUE},
+            PREDICT_GROUP_TASK: {"queue": INTERACTIVE_QUEUE},
             CALLBACK_TASK: {"queue": ML_QUEUE},
             BULK_TASK: {"queue": BULK_QUEUE},
         },
@@ -148,3 +149,17 @@ def make_celery(settings: Settings, *, publisher: bool = False) -> Celery:
         enable_utc=True,
     )
     return app
+
+
+def queue_depth(settings: Settings, conn: Connection, queue: str = ML_QUEUE) -> tuple[int, int | None]:
+    """Messages waiting in ``queue`` (``ml`` by default) and, on RabbitMQ, its consumers."""
+    conn.ensure_connection(max_retries=1, timeout=settings.readiness_timeout_s)
+    if conn.transport.driver_type == "amqp":
+        try:
+            _, depth, consumers = conn.default_channel.queue_declare(queue, passive=True)
+        except AMQPError:  # not declared yet: nothing waits, nobody consumes
+            conn.close()
+            return 0, 0
+        return int(depth), int(consumers)
+    client: Any = conn.default_channel.client  # type: ignore[attr-defined]
+    return int(client.llen(queue)), None

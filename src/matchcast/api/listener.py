@@ -1,0 +1,74 @@
+"""One Redis listener per API process: it hears Celery's result messages and wakes the callers waiting on them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from matchcast.tasks.keys import RESULT_KEY
+from matchcast.tasks.status import READY_STATES
+
+log = logging.getLogger("matchcast.api")
+
+
+class ResultListener:
+    """Pattern-subscribes once to Celery's result channels and wakes the waiters of finished tasks."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+        self.waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start listening in the background."""
+        self._task = asyncio.create_task(self._run(), name="matchcast-result-listener")
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.psubscribe(RESULT_KEY + "*")
+                while True:
+                    msg = await pubsub.get_message(timeout=1.0)
+                    if msg is None or msg.get("type") != "pmessage":
+                        continue
+                    channel = msg["channel"].decode() if isinstance(msg["channel"], bytes) else msg["channel"]
+                    fut = self.waiters.get(channel.removeprefix(RESULT_KEY))
+                    if fut is None or fut.done():
+                        continue
+                    meta = json.loads(msg["data"])
+                    if meta.get("status") in READY_STATES:
+                        fut.set_result(meta)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                raise
+            except Exception as exc:  # reconnect after a backend outage; waiters fall back to GET
+                log.warning("result listener lost the backend (%s); reconnecting", exc)
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                await asyncio.sleep(0.5)
+
+    def expect(self, task_id: str) -> asyncio.Future[dict[str, Any]]:
+        """Register interest in a task (before it is sent, or before its state is read)."""
+        fut = self.waiters.get(task_id)
+        if fut is None:
+            fut = asyncio.get_running_loop().create_future()
+            self.waiters[task_id] = fut
+        return fut
+
+    def forget(self, task_id: str) -> None:
+        """Drop interest in a task."""
+        self.waiters.pop(task_id, None)
