@@ -11,6 +11,10 @@ days only:
 - **frequency**: the league's home/draw/away shares over every earlier match (one pseudo-match each);
 - **uniform**: one third each.
 
+One module of about 430 lines on purpose: the walk-forward loop, its per-model forecasts and the scoring of
+their paired differences read as one procedure, and splitting them would scatter what "the same matches"
+means across files.
+
 penaltyblog is an optional dependency (``pip install 'matchcast[eval]'``), imported here only, never on the
 serving path.
 """

@@ -1,6 +1,9 @@
 """The UI's pages. Each takes a ``Ui`` (HTTP client, prediction log, home folder) so tests can give it a fake API.
 
 An API failure is shown as one sentence (``st.error``), never as a stack trace.
+
+About 470 lines on purpose: one function a page, each read top to bottom as the page appears, with the few
+small helpers they share; a module a page would leave those helpers imported back and forth.
 """
 
 from __future__ import annotations
