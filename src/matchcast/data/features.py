@@ -18,6 +18,9 @@ and for the league: time-decayed Poisson attack/defence ratings fitted on goals,
 blend of the two (refitted, warm-started, on every match day with new results), which give expected goals and
 Dixon-Coles-adjusted home/draw/away probabilities; a rolling home advantage, draw rate and goals per match; and
 whether the match was played without crowds (2020-21). The constants were tuned on seasons before 2020/21.
+
+Features are computed by name (``FeatureState.named_features``); ``feature_row`` alone puts them in order, that of
+``FEATURE_NAMES`` (the schema's fields), for the model's columns and the stored rows.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from itertools import groupby
@@ -40,6 +43,15 @@ from matchcast.schemas import FEATURE_NAMES
 
 FEATURE_CODE_VERSION = "4"
 FEATURE_VERSION = f"v{FEATURE_CODE_VERSION}-" + hashlib.sha256(",".join(FEATURE_NAMES).encode()).hexdigest()[:8]
+_NAME_SET = frozenset(FEATURE_NAMES)
+
+
+def feature_row(values: Mapping[str, float]) -> list[float]:
+    """Features by name as a row in ``FEATURE_NAMES`` order: the model's columns and the stored rows' order."""
+    if values.keys() != _NAME_SET:
+        missing, unknown = sorted(_NAME_SET - values.keys()), sorted(values.keys() - _NAME_SET)
+        raise ValueError(f"features do not match FEATURE_NAMES: missing {missing}, unknown {unknown}")
+    return [values[n] for n in FEATURE_NAMES]
 
 
 @dataclass(frozen=True)
@@ -97,8 +109,20 @@ def without_crowd(league: str, day: date) -> bool:
     return closed is not None and closed[0] <= day <= closed[1]
 
 
-_FORM_KEYS = ("points", "gf", "ga", "sf", "sa", "sotf", "sota", "cf", "ca", "htf", "hta")
-_VENUE_KEYS = ("points", "gf", "ga", "sotf", "sota")
+# A team's form, by key, and the feature each key gives: "{stem}_home" from the home side, "{stem}_away" from the away.
+_FORM_FEATURES = {
+    **{"points": "form_points", "gf": "goals_for", "ga": "goals_against", "sf": "shots_for", "sa": "shots_against"},
+    **{"sotf": "sot_for", "sota": "sot_against", "cf": "corners_for", "ca": "corners_against"},
+    **{"htf": "ht_goals_for", "hta": "ht_goals_against"},
+}
+# Form at home (home side) or away (away side) only.
+_VENUE_FEATURES = {
+    **{"points": "venue_points", "gf": "venue_goals_for", "ga": "venue_goals_against"},
+    **{"sotf": "venue_sot_for", "sota": "venue_sot_against"},
+}
+_FORM_KEYS = tuple(_FORM_FEATURES)
+_VENUE_KEYS = tuple(_VENUE_FEATURES)
+_OUTCOMES = ("home", "draw", "away")
 _PRIOR = {
     **{"points": 1.35, "gf": 1.35, "ga": 1.35, "sf": 12.5, "sa": 12.5, "sotf": 4.5, "sota": 4.5},
     **{"cf": 5.0, "ca": 5.0, "htf": 0.6, "hta": 0.6},
@@ -325,8 +349,8 @@ class FeatureState:
         lg.current.add(name)
         return t
 
-    def features(self, m: MatchLike) -> list[float]:
-        """Features of ``m`` from the state as it is (call before folding in that day's results)."""
+    def named_features(self, m: MatchLike) -> dict[str, float]:
+        """Features of ``m`` by name, from the state as it is (call before folding in that day's results)."""
         p = self.p
         lg = self._league(m)
         h, a = self._team(lg, m.home_team, m.season), self._team(lg, m.away_team, m.season)
@@ -346,66 +370,25 @@ class FeatureState:
         def rest(t: _Team) -> float:
             return p.rest_cap if t.last is None else min(p.rest_cap, float((m.date - t.last).days))
 
-        hf, af, hv, av = h.form, a.form, h.home_form, a.away_form
-        return [
-            h.elo,
-            a.elo,
-            h.elo_fast,
-            a.elo_fast,
-            h.pi_h,
-            h.pi_a,
-            a.pi_h,
-            a.pi_a,
-            xh,
-            xa,
-            *(math.log(v) for v in pg),
-            sh,
-            sa,
-            *(math.log(v) for v in ps),
-            mh,
-            ma,
-            *(math.log(v) for v in pm),
-            hf["points"],
-            af["points"],
-            hf["gf"],
-            hf["ga"],
-            af["gf"],
-            af["ga"],
-            hf["sf"],
-            hf["sa"],
-            af["sf"],
-            af["sa"],
-            hf["sotf"],
-            hf["sota"],
-            af["sotf"],
-            af["sota"],
-            hf["cf"],
-            hf["ca"],
-            af["cf"],
-            af["ca"],
-            hf["htf"],
-            hf["hta"],
-            af["htf"],
-            af["hta"],
-            hv["points"],
-            av["points"],
-            hv["gf"],
-            hv["ga"],
-            av["gf"],
-            av["ga"],
-            hv["sotf"],
-            hv["sota"],
-            av["sotf"],
-            av["sota"],
-            rest(h),
-            rest(a),
-            1.0 if h.promoted else 0.0,
-            1.0 if a.promoted else 0.0,
-            lg.home_adv,
-            lg.draw_rate,
-            lg.goals_per_match,
-            1.0 if closed else 0.0,
-        ]
+        out = {
+            **{"elo_home": h.elo, "elo_away": a.elo, "elo_fast_home": h.elo_fast, "elo_fast_away": a.elo_fast},
+            **{"pi_home_h": h.pi_h, "pi_home_a": h.pi_a, "pi_away_h": a.pi_h, "pi_away_a": a.pi_a},
+            **{"xg_home": xh, "xg_away": xa, "xsot_home": sh, "xsot_away": sa, "xmix_home": mh, "xmix_away": ma},
+            **{"league_home_adv": lg.home_adv, "league_draw_rate": lg.draw_rate, "league_goals": lg.goals_per_match},
+            "no_crowd": 1.0 if closed else 0.0,
+        }
+        for prefix, probs in (("xg", pg), ("xsot", ps), ("xmix", pm)):
+            out |= {f"{prefix}_logp_{o}": math.log(v) for o, v in zip(_OUTCOMES, probs, strict=True)}
+        for side, t, venue in (("home", h, h.home_form), ("away", a, a.away_form)):
+            out |= {f"{stem}_{side}": t.form[k] for k, stem in _FORM_FEATURES.items()}
+            out |= {f"{stem}_{side}": venue[k] for k, stem in _VENUE_FEATURES.items()}
+            out[f"rest_days_{side}"] = rest(t)
+            out[f"promoted_{side}"] = 1.0 if t.promoted else 0.0
+        return out
+
+    def features(self, m: MatchLike) -> list[float]:
+        """``named_features`` of ``m`` as a row ordered by ``FEATURE_NAMES``."""
+        return feature_row(self.named_features(m))
 
     def update(self, m: MatchLike) -> None:
         """Fold in one match: its date always (fixtures are known ahead), its result when there is one."""
@@ -469,7 +452,7 @@ class FeatureState:
 
 
 def compute_features(matches: Iterable[MatchLike], params: FeatureParams = DEFAULT_PARAMS) -> dict[int, list[float]]:
-    """Features of every match, keyed by match_id, each from strictly earlier matches."""
+    """Features of every match, keyed by match_id, each from strictly earlier matches (rows as ``feature_row``)."""
     state = FeatureState(params)
     out: dict[int, list[float]] = {}
     ordered = sorted(matches, key=lambda m: (m.date, m.match_id))
