@@ -27,6 +27,7 @@ import orjson
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from matchcast.api.access import REFUSALS, admit, presented_key, required_role
 from matchcast.api.deps import Parts
 from matchcast.api.errors import answer_of
 from matchcast.api.routes.predict import accept_stored, sync_prediction
@@ -61,35 +62,33 @@ def _headers(scope: Scope) -> dict[bytes, bytes] | None:
     return found
 
 
-def _key_bucket(found: dict[bytes, bytes], parts: Parts) -> str | None:
-    """The rate-limit bucket of a cached, valid key allowed to predict; None to let the route decide."""
-    tokens: set[str] = set()
-    authorization = found.get(b"authorization")
-    if authorization is not None:
-        scheme, _, credentials = authorization.decode("latin-1").partition(" ")
-        if scheme.lower() != "bearer" or not credentials.strip():
-            return None
-        tokens.add(credentials.strip())
-    api_key = found.get(b"x-api-key", b"").decode("latin-1").strip()
-    if api_key:
-        tokens.add(api_key)
-    if len(tokens) != 1 or parts.keys is None:
-        return None
-    hit, info = parts.keys.cached(tokens.pop())
-    if not hit or info is None or not info.allows("predict"):
-        return None
-    return f"key:{info.key_id}"
+def _latin1(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")
 
 
-def _admitted(scope: Scope, found: dict[bytes, bytes], parts: Parts) -> bool:
-    """Key and rate limit as the route would check them; True once a token is taken (the last step, as the only
-    one with an effect: a refused token goes to the route, which refuses it again without taking a second)."""
-    if parts.settings.auth == "off":
-        client = scope.get("client")
-        bucket: str | None = f"client:{client[0] if client else '-'}"
-    else:
-        bucket = _key_bucket(found, parts)
-    return bucket is not None and parts.limiter is not None and parts.limiter.take(bucket) <= 0
+def _admitted(scope: Scope, found: dict[bytes, bytes], parts: Parts, template: str) -> bool:
+    """Key and rate limit decided as the route decides them (``access``), from a cached key verdict only; True once
+    a token is taken. Any refusal, or a verdict to look up, goes to the route, which answers it: a token refused
+    here is refused there again without a second one taken."""
+    settings, keys, limiter = parts.settings, parts.keys, parts.limiter
+    role = required_role(scope["method"], template, settings)
+    if role is None:
+        return True
+    if limiter is None:
+        return False
+    key = None
+    try:
+        if settings.auth != "off":
+            if keys is None:
+                return False
+            token = presented_key(_latin1(found.get(b"authorization")), _latin1(found.get(b"x-api-key")))
+            hit, key = keys.cached(token)
+            if not hit:
+                return False
+        admit(settings, limiter, role, key, scope.get("client"))
+    except REFUSALS:
+        return False
+    return True
 
 
 class FastPaths:
@@ -121,7 +120,7 @@ class FastPaths:
             or b"idempotency-key" in found
             or not 1 <= match_id <= MAX_MATCH_ID
             or not parts.known_matches().quick(match_id)
-            or not _admitted(scope, found, parts)
+            or not _admitted(scope, found, parts, SYNC_TEMPLATE)
         ):
             await self.app(scope, receive, send)
             return
@@ -167,7 +166,7 @@ class FastPaths:
             return None
         if not parts.known_matches().quick(match_id):
             return None
-        return match_id if _admitted(scope, found, parts) else None
+        return match_id if _admitted(scope, found, parts, ASYNC_PATH) else None
 
     @staticmethod
     async def _answer(send: Send, status: int, work: Callable[[], Awaitable[bytes]]) -> None:
