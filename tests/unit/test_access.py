@@ -19,6 +19,7 @@ from matchcast.api.app import create_app
 from matchcast.api.deps import Parts
 from matchcast.config import Settings
 from matchcast.errors import Forbidden, RateLimited, Unauthorized
+from matchcast.schemas import MATCH_ID_MAX, AsyncPredictionRequest, BatchPredictionRequest
 from matchcast.service.auth import ApiKeyInfo, key_service_for
 from matchcast.service.ratelimit import TokenBuckets
 from tests.unit.test_api_auth import LISTING, settings_for
@@ -176,3 +177,13 @@ def test_fast_path_leaves_an_uncached_key_to_the_route(tmp_path: Path) -> None:
         assert not fast_admits(c, [("X-API-Key", key)])  # not verified yet: the route looks it up
         assert c.get(LISTING, headers={"X-API-Key": key}).status_code == 200
         assert fast_admits(c, [("X-API-Key", key)])
+
+
+def test_one_match_id_bound() -> None:
+    assert AsyncPredictionRequest.model_validate({"match_id": MATCH_ID_MAX}).match_id == MATCH_ID_MAX
+    for bad in (0, MATCH_ID_MAX + 1):
+        with pytest.raises(ValueError):
+            AsyncPredictionRequest.model_validate({"match_id": bad})
+        with pytest.raises(ValueError):
+            BatchPredictionRequest.model_validate({"match_ids": [1, bad]})
+    assert fastpath._is_match_id(str(MATCH_ID_MAX)) and not fastpath._is_match_id("1" + str(MATCH_ID_MAX))

@@ -32,17 +32,19 @@ from matchcast.api.deps import Parts
 from matchcast.api.errors import answer_of
 from matchcast.api.routes.predict import accept_stored, sync_prediction
 from matchcast.errors import MatchcastError
+from matchcast.schemas import MATCH_ID_MAX
 
 ASYNC_PATH = "/predict/async/"
 SYNC_PREFIX = "/predict/"
 SYNC_TEMPLATE = "/predict/{match_id}"
-MAX_MATCH_ID = 2**31 - 1
 _WANTED = frozenset({b"content-type", b"authorization", b"x-api-key", b"idempotency-key"})
+_MATCH_ID_DIGITS = len(str(MATCH_ID_MAX))
 
 
 def _is_match_id(text: str) -> bool:
-    """Up to 10 ASCII digits (``str.isdigit`` alone also accepts "²", which ``int`` refuses)."""
-    return len(text) <= 10 and text.isascii() and text.isdigit()
+    """At most as many ASCII digits as ``MATCH_ID_MAX`` has (``str.isdigit`` alone also accepts "²", which ``int``
+    refuses; ``int`` refuses strings past 4,300 digits)."""
+    return len(text) <= _MATCH_ID_DIGITS and text.isascii() and text.isdigit()
 
 
 def _start(status: int, body: bytes, extra: dict[str, str] | None = None) -> dict[str, Any]:
@@ -118,7 +120,7 @@ class FastPaths:
             parts is None
             or found is None
             or b"idempotency-key" in found
-            or not 1 <= match_id <= MAX_MATCH_ID
+            or not 1 <= match_id <= MATCH_ID_MAX
             or not parts.known_matches().quick(match_id)
             or not _admitted(scope, found, parts, SYNC_TEMPLATE)
         ):
@@ -162,7 +164,7 @@ class FastPaths:
         if not isinstance(data, dict) or len(data) != 1:
             return None
         match_id = data.get("match_id")
-        if type(match_id) is not int or not 1 <= match_id <= MAX_MATCH_ID:
+        if type(match_id) is not int or not 1 <= match_id <= MATCH_ID_MAX:
             return None
         if not parts.known_matches().quick(match_id):
             return None
