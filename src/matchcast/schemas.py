@@ -19,7 +19,9 @@ def _json_integer(value: Any) -> Any:
     return value
 
 
-JsonInt = Annotated[int, BeforeValidator(_json_integer)]
+MATCH_ID_MAX = 2**31 - 1  # match ids are PostgreSQL integers: 1 .. 2**31 - 1
+# The bounds before the validator: in this order they become the JSON Schema's minimum and maximum.
+MatchId = Annotated[int, Field(ge=1, le=MATCH_ID_MAX), BeforeValidator(_json_integer)]
 
 
 def _iso_date(value: Any) -> Any:
@@ -122,23 +124,14 @@ class InlinePredictionRequest(_Strict):
 class AsyncPredictionRequest(_Strict):
     """``POST /predict/async/``; ``callback_url`` gets the final status, signed (see README)."""
 
-    match_id: JsonInt = Field(ge=1, le=2**31 - 1)
+    match_id: MatchId
     callback_url: str | None = Field(default=None, min_length=8, max_length=2048)
 
 
 class BatchPredictionRequest(_Strict):
     """``POST /predict/async/batch``: up to 1,000 stored matches at once (duplicates are predicted once)."""
 
-    match_ids: list[Annotated[int, Field(ge=1, le=2**31 - 1), BeforeValidator(_json_integer)]] = Field(
-        min_length=1, max_length=1000
-    )
-
-    @model_validator(mode="after")
-    def _ids_in_range(self) -> BatchPredictionRequest:
-        bad = [i for i in self.match_ids if not 1 <= i <= 2**31 - 1]
-        if bad:
-            raise ValueError(f"match ids out of range: {bad[:5]}")
-        return self
+    match_ids: list[MatchId] = Field(min_length=1, max_length=1000)
 
 
 class BatchTask(BaseModel):

@@ -12,48 +12,41 @@ A route can also state its role itself with a parameter ``key: AdminKey`` (or ``
 caller's ``ApiKeyInfo`` (None when ``MATCHCAST_AUTH=off``). Answers: 401 ``unauthorized`` (with
 ``WWW-Authenticate: Bearer``) without a valid key, 403 ``forbidden`` for a key of the wrong role, 429
 ``rate_limited`` (with ``Retry-After``) past ``MATCHCAST_RATE_LIMIT_PER_S``/``_BURST`` per key and API process.
+
+The decision itself (the key a request presents, the role a path needs, the rate-limit bucket and its token) is
+``api/access.py``'s, which the fast paths (``api/fastpath.py``) call too; what is left here is FastAPI's part.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from matchcast.api.access import PROBES as PROBES
+from matchcast.api.access import admit, presented_key, required_role
 from matchcast.api.deps import Parts
 from matchcast.config import Settings
-from matchcast.errors import Forbidden, RateLimited, Unauthorized
 from matchcast.schemas import ErrorBody
-from matchcast.service.auth import ApiKeyInfo, ApiKeyService, Role, hash_token, key_service_for
+from matchcast.service.auth import ApiKeyInfo, Role, hash_token, key_service_for
 from matchcast.service.ratelimit import TokenBuckets
 
 log = logging.getLogger("matchcast.api")
-PROBES = frozenset({"/health", "/ready", "/metrics"})
-READ_METHODS = frozenset({"GET", "HEAD"})
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "No valid API key (`unauthorized`)"},
     403: {"model": ErrorBody, "description": "The API key's role does not allow this (`forbidden`)"},
     429: {"model": ErrorBody, "description": "Rate limit of the API key exceeded (`rate_limited`, `Retry-After`)"},
 }
 _STATUSES = tuple(str(code) for code in AUTH_RESPONSES)
+# Parameters of these types put the two schemes in the OpenAPI document; their values go unused: the decision reads
+# the raw headers (``access.presented_key``), as the fast path does, so that both read them the same way.
 _bearer = HTTPBearer(auto_error=False, scheme_name="bearer", description="`Authorization: Bearer <API key>`")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="apiKey", description="`X-API-Key: <API key>`")
-_UNSET = object()
-
-
-def required_role(method: str, path: str, settings: Settings) -> Role | None:
-    """The role a route needs (None: open to anyone), from its method and path template."""
-    if path in PROBES:
-        return None if settings.probes_auth == "open" else settings.probes_auth
-    if path == "/predict" or path.startswith("/predict/"):
-        return "predict"
-    if path.startswith("/monitoring/task_status/") and method.upper() in READ_METHODS:
-        return "predict"
-    return "admin"
+Bearer = Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]
+ApiKeyHeader = Annotated[str | None, Security(_header)]
 
 
 def _parts(request: Request) -> Parts:
@@ -70,82 +63,45 @@ def limiter_for(settings: Settings) -> TokenBuckets:
     return TokenBuckets(settings.rate_limit_per_s, settings.rate_limit_burst)
 
 
-def _rate_limit(request: Request, parts: Parts, bucket: str) -> None:
-    """Take one token from ``bucket``, once per request."""
-    if getattr(request.state, "matchcast_limited", False):
-        return
-    request.state.matchcast_limited = True
-    assert parts.limiter is not None
-    wait = parts.limiter.take(bucket)
-    if wait > 0:
-        s = parts.settings
-        raise RateLimited(
-            f"rate limit of {s.rate_limit_per_s:g} requests/s (burst {s.rate_limit_burst}) exceeded; "
-            f"retry in {wait:.2f} s",
-            retry_after_s=max(1, math.ceil(wait)),
-        )
-
-
-async def _identify(
-    request: Request, parts: Parts, bearer: HTTPAuthorizationCredentials | None, api_key: str | None
-) -> ApiKeyInfo:
-    """The caller's valid key (checked once per request), or ``Unauthorized``."""
-    known = getattr(request.state, "matchcast_key", _UNSET)
-    if isinstance(known, ApiKeyInfo):
-        return known
-    if request.headers.get("authorization") is not None and bearer is None:
-        raise Unauthorized("the Authorization header must read `Bearer <API key>`")
-    tokens = {t.strip() for t in ((bearer.credentials if bearer else None), api_key) if t and t.strip()}
-    if not tokens:
-        raise Unauthorized("an API key is required: send `Authorization: Bearer <key>` or `X-API-Key: <key>`")
-    if len(tokens) > 1:
-        raise Unauthorized("the Authorization and X-API-Key headers carry different keys")
-    token = tokens.pop()
-    keys: ApiKeyService | None = parts.keys
+async def _verdict(request: Request, parts: Parts) -> ApiKeyInfo | None:
+    """The verdict on the key the request presents: cached, or looked up once for every request that waits."""
+    token = presented_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
+    keys = parts.keys
     assert keys is not None
     hit, info = keys.cached(token)
     if not hit:
         info = await parts.flights.run(("api-key", hash_token(token)), lambda: keys.verify(token))
-    if info is None:
-        raise Unauthorized("invalid or revoked API key")
-    request.state.matchcast_key = info
-    _rate_limit(request, parts, f"key:{info.key_id}")
     return info
 
 
-async def _enforce(
-    request: Request, role: Role, bearer: HTTPAuthorizationCredentials | None, api_key: str | None
-) -> ApiKeyInfo | None:
+async def _enforce(request: Request, role: Role) -> ApiKeyInfo | None:
+    """The caller's valid key (None when auth is off) once ``admit`` lets the request go on.
+
+    The key is looked up, and a rate-limit token taken, once per request, however many dependencies check it."""
     parts = _parts(request)
-    if parts.settings.auth == "off":
-        _rate_limit(request, parts, f"client:{request.client.host if request.client else '-'}")
-        return None
-    info = await _identify(request, parts, bearer, api_key)
-    if not info.allows(role):
-        raise Forbidden(f"this needs an {role} key; key {info.key_id} has the role {info.role}")
-    return info
+    state = request.state
+    key: ApiKeyInfo | None = getattr(state, "matchcast_key", None)
+    if key is None and parts.settings.auth != "off":
+        key = state.matchcast_key = await _verdict(request, parts)
+    taken = getattr(state, "matchcast_limited", False)
+    state.matchcast_limited = True
+    assert parts.limiter is not None
+    admit(parts.settings, parts.limiter, role, key, request.scope.get("client"), take=not taken)
+    return key
 
 
-async def authorize(
-    request: Request,
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-    api_key: Annotated[str | None, Security(_header)],
-) -> ApiKeyInfo | None:
+async def authorize(request: Request, bearer: Bearer, api_key: ApiKeyHeader) -> ApiKeyInfo | None:
     """Router-level check: the role ``required_role`` gives this route. The caller's key, or None if open."""
     route = request.scope.get("route")
     role = required_role(request.method, getattr(route, "path", request.url.path), _parts(request).settings)
     if role is None:
         return None
-    return await _enforce(request, role, bearer, api_key)
+    return await _enforce(request, role)
 
 
 def _require(role: Role) -> Callable[..., Any]:
-    async def dependency(
-        request: Request,
-        bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-        api_key: Annotated[str | None, Security(_header)],
-    ) -> ApiKeyInfo | None:
-        return await _enforce(request, role, bearer, api_key)
+    async def dependency(request: Request, bearer: Bearer, api_key: ApiKeyHeader) -> ApiKeyInfo | None:
+        return await _enforce(request, role)
 
     dependency.__name__ = f"require_{role}"
     dependency.__doc__ = f"A valid key of role {role!r} (admin allows everything); None when auth is off."

@@ -27,21 +27,24 @@ import orjson
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from matchcast.api.access import REFUSALS, admit, presented_key, required_role
 from matchcast.api.deps import Parts
 from matchcast.api.errors import answer_of
 from matchcast.api.routes.predict import accept_stored, sync_prediction
 from matchcast.errors import MatchcastError
+from matchcast.schemas import MATCH_ID_MAX
 
 ASYNC_PATH = "/predict/async/"
 SYNC_PREFIX = "/predict/"
 SYNC_TEMPLATE = "/predict/{match_id}"
-MAX_MATCH_ID = 2**31 - 1
 _WANTED = frozenset({b"content-type", b"authorization", b"x-api-key", b"idempotency-key"})
+_MATCH_ID_DIGITS = len(str(MATCH_ID_MAX))
 
 
 def _is_match_id(text: str) -> bool:
-    """Up to 10 ASCII digits (``str.isdigit`` alone also accepts "²", which ``int`` refuses)."""
-    return len(text) <= 10 and text.isascii() and text.isdigit()
+    """At most as many ASCII digits as ``MATCH_ID_MAX`` has (``str.isdigit`` alone also accepts "²", which ``int``
+    refuses; ``int`` refuses strings past 4,300 digits)."""
+    return len(text) <= _MATCH_ID_DIGITS and text.isascii() and text.isdigit()
 
 
 def _start(status: int, body: bytes, extra: dict[str, str] | None = None) -> dict[str, Any]:
@@ -61,35 +64,33 @@ def _headers(scope: Scope) -> dict[bytes, bytes] | None:
     return found
 
 
-def _key_bucket(found: dict[bytes, bytes], parts: Parts) -> str | None:
-    """The rate-limit bucket of a cached, valid key allowed to predict; None to let the route decide."""
-    tokens: set[str] = set()
-    authorization = found.get(b"authorization")
-    if authorization is not None:
-        scheme, _, credentials = authorization.decode("latin-1").partition(" ")
-        if scheme.lower() != "bearer" or not credentials.strip():
-            return None
-        tokens.add(credentials.strip())
-    api_key = found.get(b"x-api-key", b"").decode("latin-1").strip()
-    if api_key:
-        tokens.add(api_key)
-    if len(tokens) != 1 or parts.keys is None:
-        return None
-    hit, info = parts.keys.cached(tokens.pop())
-    if not hit or info is None or not info.allows("predict"):
-        return None
-    return f"key:{info.key_id}"
+def _latin1(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")
 
 
-def _admitted(scope: Scope, found: dict[bytes, bytes], parts: Parts) -> bool:
-    """Key and rate limit as the route would check them; True once a token is taken (the last step, as the only
-    one with an effect: a refused token goes to the route, which refuses it again without taking a second)."""
-    if parts.settings.auth == "off":
-        client = scope.get("client")
-        bucket: str | None = f"client:{client[0] if client else '-'}"
-    else:
-        bucket = _key_bucket(found, parts)
-    return bucket is not None and parts.limiter is not None and parts.limiter.take(bucket) <= 0
+def _admitted(scope: Scope, found: dict[bytes, bytes], parts: Parts, template: str) -> bool:
+    """Key and rate limit decided as the route decides them (``access``), from a cached key verdict only; True once
+    a token is taken. Any refusal, or a verdict to look up, goes to the route, which answers it: a token refused
+    here is refused there again without a second one taken."""
+    settings, keys, limiter = parts.settings, parts.keys, parts.limiter
+    role = required_role(scope["method"], template, settings)
+    if role is None:
+        return True
+    if limiter is None:
+        return False
+    key = None
+    try:
+        if settings.auth != "off":
+            if keys is None:
+                return False
+            token = presented_key(_latin1(found.get(b"authorization")), _latin1(found.get(b"x-api-key")))
+            hit, key = keys.cached(token)
+            if not hit:
+                return False
+        admit(settings, limiter, role, key, scope.get("client"))
+    except REFUSALS:
+        return False
+    return True
 
 
 class FastPaths:
@@ -119,9 +120,9 @@ class FastPaths:
             parts is None
             or found is None
             or b"idempotency-key" in found
-            or not 1 <= match_id <= MAX_MATCH_ID
+            or not 1 <= match_id <= MATCH_ID_MAX
             or not parts.known_matches().quick(match_id)
-            or not _admitted(scope, found, parts)
+            or not _admitted(scope, found, parts, SYNC_TEMPLATE)
         ):
             await self.app(scope, receive, send)
             return
@@ -163,11 +164,11 @@ class FastPaths:
         if not isinstance(data, dict) or len(data) != 1:
             return None
         match_id = data.get("match_id")
-        if type(match_id) is not int or not 1 <= match_id <= MAX_MATCH_ID:
+        if type(match_id) is not int or not 1 <= match_id <= MATCH_ID_MAX:
             return None
         if not parts.known_matches().quick(match_id):
             return None
-        return match_id if _admitted(scope, found, parts) else None
+        return match_id if _admitted(scope, found, parts, ASYNC_PATH) else None
 
     @staticmethod
     async def _answer(send: Send, status: int, work: Callable[[], Awaitable[bytes]]) -> None:

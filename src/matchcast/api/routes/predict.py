@@ -13,6 +13,7 @@ from matchcast.data.features import FEATURE_VERSION
 from matchcast.errors import InvalidInput, MatchNotFound, NotFound, PredictionTimeout
 from matchcast.metrics import PREDICTION_LATENCY, PREDICTION_REQUESTS, PREDICTION_TIMEOUTS
 from matchcast.schemas import (
+    MATCH_ID_MAX,
     AsyncPredictionRequest,
     AsyncSubmitted,
     BatchPredictionRequest,
@@ -30,7 +31,6 @@ from matchcast.service.callbacks_policy import check_callback_url_for
 from matchcast.service.match_index import KnownMatches
 
 router = APIRouter(prefix="/predict", tags=["predict"])
-MatchId = Annotated[int, Query(ge=1, le=2**31 - 1)]
 _ERR = {"model": ErrorBody}
 
 
@@ -104,7 +104,7 @@ async def upcoming_matches(
 @router.get("/matches/{match_id}", response_model=MatchOut, responses={404: _ERR})
 async def stored_match(match_id: int, store: StoreDep) -> MatchOut:
     """One stored match, read-only, with its score and result (H, D or A) once known."""
-    row = await run_in_threadpool(store.get, match_id) if 1 <= match_id <= 2**31 - 1 else None
+    row = await run_in_threadpool(store.get, match_id) if 1 <= match_id <= MATCH_ID_MAX else None
     if row is None:
         raise MatchNotFound(match_id)
     return MatchOut.model_validate(row, from_attributes=True)
@@ -177,7 +177,7 @@ async def predict_async_batch(
 @router.get("/{match_id}", response_model=Prediction, responses={404: _ERR, 503: _ERR, 504: _ERR})
 async def predict_match(match_id: int, parts: PartsDep) -> Response:
     """Predict a stored match from its precomputed features; waits up to the sync timeout."""
-    if not 1 <= match_id <= 2**31 - 1:
+    if not 1 <= match_id <= MATCH_ID_MAX:
         raise MatchNotFound(match_id)
     await _require_match(parts.known_matches(), match_id)
     return Response(await sync_prediction(parts, {"match_id": match_id}), media_type="application/json")
