@@ -24,7 +24,9 @@ JsonInt = Annotated[int, BeforeValidator(_json_integer)]
 
 def _iso_date(value: Any) -> Any:
     """Dates as ``YYYY-MM-DD`` only: pydantic would also read a number such as ``0.0`` as a Unix time."""
-    if isinstance(value, str) and not (len(value) == 10 and value[4] == "-" and value[7] == "-"):
+    if isinstance(value, dt.date):
+        return value
+    if not (isinstance(value, str) and len(value) == 10 and value[4] == "-" and value[7] == "-"):
         raise ValueError("a date must read YYYY-MM-DD")
     return value
 
@@ -116,14 +118,27 @@ class InlinePredictionRequest(_Strict):
     features: InlineFeatures
     home_team: TeamName | None = None
     away_team: TeamName | None = None
-    date: dt.date | None = None
+    date: IsoDate | None = None
+
+
+# An absolute http(s) URL: scheme, a host without credentials, then an optional path, query or fragment. Whether
+# matchcast may call it (callbacks switched on, the SSRF policy) depends on its meaning: 422 answers the route
+# declares.
+CALLBACK_URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#@]+([/?#]\S*)?$"
 
 
 class AsyncPredictionRequest(_Strict):
     """``POST /predict/async/``; ``callback_url`` gets the final status, signed (see README)."""
 
     match_id: JsonInt = Field(ge=1, le=2**31 - 1)
-    callback_url: str | None = Field(default=None, min_length=8, max_length=2048)
+    callback_url: str | None = Field(
+        default=None,
+        min_length=8,
+        max_length=2048,
+        pattern=CALLBACK_URL_PATTERN,
+        description="Absolute http(s) URL that gets the final status, signed. Refused with 422 when callbacks are off "
+        "(`invalid_input`: no MATCHCAST_CALLBACK_SECRET) or the SSRF policy refuses it (`callback_url_refused`)",
+    )
 
 
 class BatchPredictionRequest(_Strict):
