@@ -14,10 +14,14 @@ import uuid
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from matchcast.config import Settings, settings_env
+
+if TYPE_CHECKING:
+    from matchcast.data.store import MatchStore
 
 REQUIRE = os.environ.get("MATCHCAST_REQUIRE_SERVICES") == "1"
 RABBIT = ("127.0.0.1", 5672)
@@ -265,3 +269,49 @@ def worker(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -
         yield w
     finally:
         w.stop()
+
+
+@pytest.fixture(scope="module")
+def live_api(
+    stack_settings: Settings, worker: WorkerProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApiProcess]:
+    """A real ``matchcast api`` process on the stack, for the tests of one module."""
+    api = ApiProcess(stack_settings, tmp_path_factory.mktemp("api") / "api.log")
+    try:
+        api.wait_healthy()
+        yield api
+    finally:
+        api.close()
+
+
+class MatchIds:
+    """Match ids as ``make up`` gives them (every bundled file as of ``AS_OF``: the ids of the README and of the
+    OpenAPI examples), mapped to the same matches in the test stack, which holds a subset."""
+
+    def __init__(self, bundled: MatchStore, stack: MatchStore) -> None:
+        self.bundled, self.stack = bundled, stack
+
+    def __call__(self, bundled_id: int) -> int:
+        from sqlalchemy import select
+
+        from matchcast.data.store import Match
+
+        row = self.bundled.get(bundled_id)
+        assert row is not None, f"no match {bundled_id} in the bundled data"
+        key = (Match.league == row.league, Match.date == row.date, Match.home_team == row.home_team)
+        with self.stack.session() as s:
+            found = s.scalar(select(Match.match_id).where(*key, Match.away_team == row.away_team))
+        assert found is not None, f"match {bundled_id} ({row}) is not in the test stack's data"
+        return int(found)
+
+
+@pytest.fixture(scope="session")
+def match_ids(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> MatchIds:
+    """Bundled match ids to stack ids; the bundled ids come from a real ingest of every file (no features: ~4 s)."""
+    from matchcast.data.ingest import bundled_files, ingest
+    from matchcast.data.store import MatchStore
+    from matchcast.service.wiring import store_for
+
+    bundled = MatchStore(f"sqlite:///{tmp_path_factory.mktemp('bundled') / 'matches.db'}")
+    ingest(bundled, bundled_files(), as_of=AS_OF)
+    return MatchIds(bundled, store_for(stack_settings))

@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic.config import JsonDict
 
 TeamName = Annotated[str, Field(min_length=1, max_length=64)]
 
@@ -26,7 +27,9 @@ MatchId = Annotated[int, Field(ge=1, le=MATCH_ID_MAX), BeforeValidator(_json_int
 
 def _iso_date(value: Any) -> Any:
     """Dates as ``YYYY-MM-DD`` only: pydantic would also read a number such as ``0.0`` as a Unix time."""
-    if isinstance(value, str) and not (len(value) == 10 and value[4] == "-" and value[7] == "-"):
+    if isinstance(value, dt.date):
+        return value
+    if not (isinstance(value, str) and len(value) == 10 and value[4] == "-" and value[7] == "-"):
         raise ValueError("a date must read YYYY-MM-DD")
     return value
 
@@ -112,24 +115,120 @@ class InlineFeatures(_Strict):
 FEATURE_NAMES: tuple[str, ...] = tuple(InlineFeatures.model_fields)
 
 
+# The features of match 58754 (West Ham v Wolves, 2026-04-10) as `make up` stores them. The examples below are
+# the ready bodies /docs offers; tests/integration/test_fuzz.py posts each of them to a live API.
+EXAMPLE_MATCH_IDS = (58754, 58767, 58768)
+EXAMPLE_FEATURES: JsonDict = {
+    "elo_home": 1436,
+    "elo_away": 1392,
+    "elo_fast_home": 1454,
+    "elo_fast_away": 1420,
+    "pi_home_h": 0.03,
+    "pi_home_a": -0.18,
+    "pi_away_h": -0.13,
+    "pi_away_a": -0.27,
+    "xg_home": 1.58,
+    "xg_away": 1.19,
+    "xg_logp_home": -0.79,
+    "xg_logp_draw": -1.34,
+    "xg_logp_away": -1.27,
+    "xsot_home": 4.24,
+    "xsot_away": 4.09,
+    "xsot_logp_home": -0.98,
+    "xsot_logp_draw": -1.31,
+    "xsot_logp_away": -1.04,
+    "xmix_home": 1.46,
+    "xmix_away": 1.21,
+    "xmix_logp_home": -0.86,
+    "xmix_logp_draw": -1.3,
+    "xmix_logp_away": -1.18,
+    "form_points_home": 1.06,
+    "form_points_away": 1.38,
+    "goals_for_home": 0.97,
+    "goals_against_home": 1.54,
+    "goals_for_away": 1.36,
+    "goals_against_away": 1.28,
+    "shots_for_home": 8.94,
+    "shots_against_home": 17.51,
+    "shots_for_away": 9.35,
+    "shots_against_away": 14.59,
+    "sot_for_home": 2.54,
+    "sot_against_home": 5.73,
+    "sot_for_away": 3.58,
+    "sot_against_away": 4.73,
+    "corners_for_home": 4.6,
+    "corners_against_home": 7.87,
+    "corners_for_away": 2.94,
+    "corners_against_away": 5.46,
+    "ht_goals_for_home": 0.52,
+    "ht_goals_against_home": 0.79,
+    "ht_goals_for_away": 0.28,
+    "ht_goals_against_away": 0.83,
+    "venue_points_home": 1.08,
+    "venue_points_away": 0.58,
+    "venue_goals_for_home": 1.05,
+    "venue_goals_against_home": 1.02,
+    "venue_goals_for_away": 0.79,
+    "venue_goals_against_away": 1.37,
+    "venue_sot_for_home": 2.65,
+    "venue_sot_against_home": 4.71,
+    "venue_sot_for_away": 4.04,
+    "venue_sot_against_away": 4.37,
+    "rest_days_home": 19,
+    "rest_days_away": 25,
+    "promoted_home": 0,
+    "promoted_away": 0,
+    "league_home_adv": 0.14,
+    "league_draw_rate": 0.3,
+    "league_goals": 2.67,
+    "no_crowd": 0,
+}
+
+
 class InlinePredictionRequest(_Strict):
     """``POST /predict/``: features given inline, with optional labels for the answer."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"home_team": "Home FC", "away_team": "Away FC", "date": "2026-06-01", "features": EXAMPLE_FEATURES}
+            ]
+        },
+    )
 
     features: InlineFeatures
     home_team: TeamName | None = None
     away_team: TeamName | None = None
-    date: dt.date | None = None
+    date: IsoDate | None = None
+
+
+# An absolute http(s) URL: scheme, a host without credentials, then an optional path, query or fragment. Whether
+# matchcast may call it (callbacks switched on, the SSRF policy) depends on its meaning: 422 answers the route
+# declares.
+CALLBACK_URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#@]+([/?#]\S*)?$"
 
 
 class AsyncPredictionRequest(_Strict):
     """``POST /predict/async/``; ``callback_url`` gets the final status, signed (see README)."""
 
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"match_id": EXAMPLE_MATCH_IDS[0]}]})
+
     match_id: MatchId
-    callback_url: str | None = Field(default=None, min_length=8, max_length=2048)
+    callback_url: str | None = Field(
+        default=None,
+        min_length=8,
+        max_length=2048,
+        pattern=CALLBACK_URL_PATTERN,
+        description="Absolute http(s) URL that gets the final status, signed. Refused with 422 when callbacks are off "
+        "(`invalid_input`: no MATCHCAST_CALLBACK_SECRET) or the SSRF policy refuses it (`callback_url_refused`)",
+    )
 
 
 class BatchPredictionRequest(_Strict):
     """``POST /predict/async/batch``: up to 1,000 stored matches at once (duplicates are predicted once)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"match_ids": list(EXAMPLE_MATCH_IDS)}]})
 
     match_ids: list[MatchId] = Field(min_length=1, max_length=1000)
 

@@ -7,6 +7,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from matchcast.errors import MatchcastError, Overloaded, RateLimited, ServiceUnavailable, Unauthorized
 
@@ -29,6 +30,16 @@ def answer_of(exc: MatchcastError) -> tuple[int, dict[str, object], dict[str, st
     return status_of(exc), body, headers
 
 
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path, for ``Allow``: routing's 405 names only the first route's."""
+    routes = request.app.router.routes
+    allowed = [m for m in _METHODS if any(r.matches({**request.scope, "method": m})[0] is Match.FULL for r in routes)]
+    return ", ".join(allowed)
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers on ``app``."""
 
@@ -43,11 +54,12 @@ def install(app: FastAPI) -> None:
         return JSONResponse({"type": "validation_error", "detail": jsonable_encoder(errors)}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400:  # a body FastAPI cannot parse (e.g. not UTF-8): invalid input like any other
             detail = [{"loc": ["body"], "msg": str(exc.detail), "type": "body_unparsable"}]
             return JSONResponse({"type": "validation_error", "detail": detail}, status_code=422)
         kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse(
-            {"type": kind, "detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
-        )
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = allowed_methods(request)
+        return JSONResponse({"type": kind, "detail": exc.detail}, status_code=exc.status_code, headers=headers or None)

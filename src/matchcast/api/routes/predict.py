@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Response, status
 from starlette.concurrency import run_in_threadpool
@@ -32,6 +32,19 @@ from matchcast.service.match_index import KnownMatches
 
 router = APIRouter(prefix="/predict", tags=["predict"])
 _ERR = {"model": ErrorBody}
+
+
+class AsyncRefusal(ErrorBody):
+    """A 422 of ``POST /predict/async/``: an invalid body, or a schema-valid ``callback_url`` refused on its meaning."""
+
+    type: Literal["validation_error", "invalid_input", "callback_url_refused"]
+
+
+_ASYNC_422 = {
+    "model": AsyncRefusal,
+    "description": "Invalid body (`validation_error`); or a `callback_url` while callbacks are off (`invalid_input`: "
+    "no MATCHCAST_CALLBACK_SECRET), or one the SSRF policy refuses (`callback_url_refused`)",
+}
 
 
 IdempotencyKey = Annotated[
@@ -129,7 +142,7 @@ async def predict_inline(
     "/async/",
     response_model=AsyncSubmitted,
     status_code=status.HTTP_202_ACCEPTED,
-    responses={404: _ERR, 422: _ERR, 429: _ERR, 503: _ERR},
+    responses={404: _ERR, 422: _ASYNC_422, 429: _ERR, 503: _ERR},
 )
 async def predict_async(
     body: AsyncPredictionRequest, parts: PartsDep, idempotency_key: IdempotencyKey = None
