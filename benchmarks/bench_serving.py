@@ -119,7 +119,9 @@ class Processes:
 
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
-        self.outside = {"rabbitmq": self._listening(5672), "redis": self._listening(6379)}
+        self.outside = {"rabbitmq": self._listening(5672)}
+        if not stack.backend_aof:  # else the run's own Redis is one of the stack's processes
+            self.outside["redis"] = self._listening(6379)
 
     @staticmethod
     def _listening(port: int) -> list[psutil.Process]:
@@ -1016,6 +1018,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--api-workers", type=int, default=1, help="processes of `matchcast api --workers` (1, the default of matchcast)")
     p.add_argument("--home", type=Path, help="reuse (or create and keep) this trained home instead of a temp one")
     p.add_argument("--keep", action="store_true", help="keep the temp folder (logs) at the end")
+    p.add_argument(
+        "--backend-aof",
+        choices=("no", "everysec", "always"),
+        help="result backend on a Redis of the run's own with this append-only fsync (default: the machine's Redis)",
+    )
     p.add_argument("--out", type=Path, default=RESULTS / "latest.json", help="report path")
     return p.parse_args(argv)
 
@@ -1024,8 +1031,11 @@ def start_stack(stack: Stack, cfg: Config) -> None:
     """Vhost, Redis db, home, key, then worker, API, seed and ceiling, each waited for."""
     stack.check_services()
     stack.create_vhost()
-    stack.take_redis_db()
-    log(f"vhost {stack.vhost}, redis db {stack.redis_db}, work folder {stack.workdir}")
+    if stack.backend_aof:
+        stack.start_own_redis()
+    else:
+        stack.take_redis_db()
+    log(f"vhost {stack.vhost}, result backend {stack.backend_url()}, work folder {stack.workdir}")
     stack.prepare_home()
     stack.make_settings()
     stack.create_key()
@@ -1068,7 +1078,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "config": cfg.__dict__,
         "memory": {},
     }
-    stack = Stack(home=args.home, keep=args.keep)
+    stack = Stack(home=args.home, keep=args.keep, backend_aof=args.backend_aof)
+    report["backend_aof"] = args.backend_aof
     rc = 0
     with sigterm_as_interrupt():
         try:

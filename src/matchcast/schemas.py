@@ -389,3 +389,6 @@ class Readiness(BaseModel):
     ready: bool
     checks: dict[str, str]
     missing: list[str]
+    degraded: dict[str, str] = Field(
+        default_factory=dict, description="Parts that work but less than promised (they do not make it unready)"
+    )

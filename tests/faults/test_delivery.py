@@ -465,3 +465,142 @@ def test_completion_callback_is_signed_retried_and_visible(
     finally:
         server.shutdown()
     report("callbacks", {"attempts": len(callback["attempts"]), "delivered": True})  # type: ignore[index]
+
+
+def test_result_backend_restart_forgets_nothing_accepted(
+    trained_home: Path, fresh_vhost: str, own_redis: OwnRedis, start_worker: StartWorker
+) -> None:
+    """Tasks finished, running and queued across two restarts of the result backend all end true; idempotency
+    keys and cancels hold. The backend keeps an append-only file, as the README's recipe says."""
+    settings = fault_settings(trained_home, fresh_vhost, own_redis.url, sync_timeout_s=10)
+    ids = match_ids(settings, 382, skip=2000)
+    with api(settings) as client:
+
+        def submit(match_id: int, **headers: str) -> str:
+            r = client.post("/predict/async/", json={"match_id": match_id}, headers=headers)
+            assert r.status_code == 202, r.text
+            return str(r.json()["task_id"])
+
+        before = start_worker(settings, "before")
+        finished = [submit(m) for m in ids[:50]]
+        assert all(s["status"] == "SUCCESS" for s in wait_terminal(client, finished, 60).values())
+        batch = client.post("/predict/async/batch", json={"match_ids": ids[50:350]})
+        running = [t["task_id"] for t in batch.json()["tasks"]]
+        deadline = time.monotonic() + 60  # restart while the worker is part way through the batch
+        while client.get(f"/monitoring/task_status/{running[0]}").json()["status"] != "SUCCESS":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        own_redis.stop()
+        own_redis.start()
+        assert all(s["status"] == "SUCCESS" for s in wait_terminal(client, running, 120).values())
+        before.stop()
+
+        queued = [submit(m) for m in ids[352:382]]
+        keyed = submit(ids[350], **{"Idempotency-Key": "restart-1"})
+        cancelled = submit(ids[351])
+        assert client.delete(f"/monitoring/task_status/{cancelled}").status_code == 202
+        assert client.get(f"/monitoring/task_status/{keyed}").json()["status"] == "PENDING"
+        own_redis.stop()
+        own_redis.start()
+        time.sleep(2.5)  # the API's watch sees the same epoch: nothing was lost
+        ready = client.get("/ready").json()
+        assert ready["degraded"] == {}, ready
+        assert submit(ids[350], **{"Idempotency-Key": "restart-1"}) == keyed
+        assert [submit(m) for m in ids[:50]] == finished  # the automatic key (match, model, features) holds too
+        assert client.get(f"/monitoring/task_status/{cancelled}").json()["status"] == "REVOKED"
+        after = start_worker(settings, "after")
+        every = finished + running + queued + [keyed, cancelled]
+        final = wait_terminal(client, every, 60)
+        assert {t: final[t]["status"] for t in every} == {
+            **dict.fromkeys(finished + running + queued + [keyed], "SUCCESS"),
+            cancelled: "REVOKED",
+        }
+        time.sleep(1)
+    assert cancelled not in succeeded_ids(after.log)
+    report(
+        "backend_restart",
+        {
+            "accepted": len(every),
+            "finished": 50,
+            "running": len(running),
+            "queued": len(queued) + 1,
+            "cancelled": 1,
+            "lost": 0,
+        },
+    )
+
+
+def test_result_backend_that_comes_back_empty_is_visible_and_its_tasks_recover(
+    trained_home: Path, fresh_vhost: str, tmp_path: Path, start_worker: StartWorker
+) -> None:
+    """A backend without an append-only file forgets everything when restarted: /ready and the metric say so,
+    queued tasks are known again once a worker takes them, results stored before are lost (counted)."""
+    volatile = OwnRedis(tmp_path / "volatile", appendonly="no")
+    volatile.start()
+    try:
+        settings = fault_settings(trained_home, fresh_vhost, volatile.url)
+        ids = match_ids(settings, 40, skip=2400)
+        with api(settings) as client:
+            before = start_worker(settings, "volatile-before")
+            done = [client.post("/predict/async/", json={"match_id": m}).json()["task_id"] for m in ids[:20]]
+            assert all(s["status"] == "SUCCESS" for s in wait_terminal(client, done, 60).values())
+            before.stop()
+            queued = [client.post("/predict/async/", json={"match_id": m}).json()["task_id"] for m in ids[20:]]
+            time.sleep(2.5)
+            assert "append-only" in client.get("/ready").json()["degraded"]["result_backend"]
+            volatile.stop()
+            volatile.start()
+            deadline = time.monotonic() + 15
+            while "came back empty" not in client.get("/ready").json()["degraded"].get("result_backend", ""):
+                assert time.monotonic() < deadline, "the API did not notice the empty backend"
+                time.sleep(0.5)
+            assert "result_backend_resets_total 1.0" in client.get("/metrics").text
+            assert client.get(f"/monitoring/task_status/{queued[0]}").status_code == 404  # record lost for now
+            start_worker(settings, "volatile-after")
+            final = wait_terminal(client, queued, 60)  # re-recorded by the worker that ran them
+            assert all(final[t]["status"] == "SUCCESS" for t in queued)
+            lost = sum(client.get(f"/monitoring/task_status/{t}").status_code == 404 for t in done)
+        report(
+            "backend_came_back_empty",
+            {"finished_before": 20, "queued_before": 20, "queued_recovered": 20, "finished_results_lost": lost},
+        )
+        assert lost == 20
+    finally:
+        volatile.stop()
+
+
+def test_result_backend_crash_loses_at_most_the_last_seconds_and_workers_restore_them(
+    trained_home: Path, fresh_vhost: str, own_redis: OwnRedis, start_worker: StartWorker
+) -> None:
+    """SIGKILL the backend (fsync every second) while submissions stream in: only records of the last moments
+    before the crash may go, and a worker that takes those tasks writes their records again."""
+    settings = fault_settings(trained_home, fresh_vhost, own_redis.url)
+    ids = match_ids(settings, 300, skip=2500)
+    accepted: list[tuple[float, str]] = []
+    with api(settings) as client:
+        for m in ids:
+            r = client.post("/predict/async/", json={"match_id": m})
+            assert r.status_code == 202
+            accepted.append((time.monotonic(), str(r.json()["task_id"])))
+            time.sleep(0.01)
+        crashed_at = time.monotonic()
+        own_redis.crash()
+        own_redis.start()
+        lost = [(at, t) for at, t in accepted if client.get(f"/monitoring/task_status/{t}").status_code == 404]
+        window = crashed_at - min(at for at, _ in lost) if lost else 0.0
+        assert window <= 2.5, f"records accepted {window:.2f} s before the crash were lost"
+        start_worker(settings, "restorer")
+        final = wait_terminal(client, [t for _, t in accepted], 60)
+        restored = sum(final.get(t, {}).get("status") == "SUCCESS" for _, t in lost)
+        assert all(final[t]["status"] == "SUCCESS" for _, t in accepted)
+    report(
+        "backend_crash",
+        {
+            "accepted": len(accepted),
+            "accept_seconds": round(crashed_at - accepted[0][0], 1),
+            "records_lost_in_crash": len(lost),
+            "loss_window_s": round(window, 2),
+            "restored_by_worker": restored,
+            "lost": 0,
+        },
+    )

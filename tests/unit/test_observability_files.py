@@ -96,6 +96,12 @@ def test_the_alerts_the_brief_asks_for_exist() -> None:
     assert "readiness_ok" in by_name["MatchcastNotReady"]
 
 
+def test_a_result_backend_that_forgets_is_alerted_on() -> None:
+    by_name = {r["alert"]: str(r["expr"]) for r in alert_rules()}
+    assert "result_backend_resets_total" in by_name["MatchcastResultBackendCameBackEmpty"]
+    assert "result_backend_persistent" in by_name["MatchcastResultBackendNotPersistent"]
+
+
 @pytest.mark.parametrize("source", ["alerts", "dashboard"])
 def test_queries_read_only_metrics_matchcast_exports(source: str) -> None:
     exprs = [str(r["expr"]) for r in alert_rules()] if source == "alerts" else dashboard_exprs()

@@ -20,6 +20,7 @@ from celery import Celery
 from kombu import Connection
 from starlette.concurrency import run_in_threadpool
 
+from matchcast.api.backend_watch import BackendWatch
 from matchcast.api.backlog import BacklogSampler
 from matchcast.api.grouping import AsyncGroups, SyncGroups
 from matchcast.api.listener import ResultListener
@@ -48,6 +49,7 @@ class Dispatcher:
         self.records = TaskRecords(self.redis, settings.task_ttl_s)
         self.listener = ResultListener(self.redis)
         self.backlog = BacklogSampler(settings)
+        self.watch = BackendWatch(self.records)
         self.groups = SyncGroups(
             self.records,
             self.publish,
@@ -66,6 +68,7 @@ class Dispatcher:
         """Start the result listener and backlog sampler; declare the queues if the broker is there."""
         await self.listener.start()
         await self.backlog.start()
+        await self.watch.start()
 
         def declare() -> None:
             with Connection(self.settings.resolved_broker_url(), connect_timeout=2) as conn:
@@ -83,6 +86,7 @@ class Dispatcher:
         await self.async_groups.close()
         await self.listener.stop()
         await self.backlog.stop()
+        await self.watch.stop()
         await self.redis.aclose()
         await run_in_threadpool(self.celery.close)
 

@@ -9,6 +9,7 @@ IDEMPOTENCY_KEY = "matchcast:idem:"  # an idempotency key -> the task id it clai
 CANCEL_KEY = "matchcast:cancel:"  # a cancelled task: workers do not start it
 CALLBACK_KEY = "matchcast:callback:"  # a task's completion callback: URL and delivery attempts
 WORKER_KEY = "matchcast:worker:"  # a worker's heartbeat (expires after three missed beats)
+BACKEND_KEY = "matchcast:backend"  # no TTL: {"epoch", "since"}; gone means the backend came back empty
 
 
 def result_key(task_id: str) -> str:

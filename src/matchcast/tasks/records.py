@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +22,7 @@ from redis.exceptions import RedisError
 
 from matchcast.errors import ServiceUnavailable, TaskNotFound
 from matchcast.schemas import CallbackStatus, TaskStatus
-from matchcast.tasks.keys import callback_key, cancel_key, result_key, task_key
+from matchcast.tasks.keys import BACKEND_KEY, callback_key, cancel_key, result_key, task_key
 from matchcast.tasks.status import TAKEN_OVER, task_status
 
 CLAIM_TRIES = 3
@@ -127,7 +128,7 @@ class TaskRecords:
                 issued, raw, callback = await pipe.execute()
         except RedisError as exc:
             raise backend_down(exc) from exc
-        if not issued:
+        if not issued and not raw:  # a result proves the id was issued, even if its record was lost
             raise TaskNotFound(task_id)
         status = task_status(task_id, json.loads(raw) if raw else None)
         if callback:
@@ -148,6 +149,31 @@ class TaskRecords:
         except RedisError as exc:
             raise backend_down(exc) from exc
 
+    async def backend_epoch(self) -> str:
+        """The epoch of the backend's data: a marker key without TTL, created when missing.
+
+        A new epoch where there was another means the backend lost its data (restarted without an append-only
+        file, or replaced): every record written before is gone.
+        """
+        marker = json.dumps({"epoch": uuid.uuid4().hex, "since": time.time()})
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.set(BACKEND_KEY, marker, nx=True)
+                pipe.get(BACKEND_KEY)
+                _, raw = await pipe.execute()
+        except RedisError as exc:
+            raise backend_down(exc) from exc
+        epoch: str = json.loads(raw)["epoch"]
+        return epoch
+
+    async def persistent(self) -> bool:
+        """Whether the backend keeps an append-only file, so that what it acknowledged survives its restart."""
+        try:
+            info = await self.client.info("persistence")
+        except RedisError as exc:
+            raise backend_down(exc) from exc
+        return bool(int(info.get("aof_enabled", 0)))
+
     async def forget(self, task_id: str) -> None:
         """Drop a delivered group's result and record: nobody reads them again."""
         with contextlib.suppress(RedisError):
@@ -160,11 +186,27 @@ class WorkerRecords:
     def __init__(self, client: redis.Redis, ttl_s: int) -> None:
         self.client, self.ttl_s = client, ttl_s
 
+    def starting(self, task_ids: Sequence[str]) -> set[str]:
+        """Tasks about to run: which were cancelled (none if the backend is away), in one round trip.
+
+        Each task's issued record is written again if it is missing (``SET NX``), so that a record lost with the
+        backend's data (the last second before a crash, or a backend without an append-only file) comes back
+        as soon as a worker takes the task from the broker.
+        """
+        restored = json.dumps({"source": "worker", "issued_at": time.time()})
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for task_id in task_ids:
+                    pipe.exists(cancel_key(task_id))
+                    pipe.set(task_key(task_id), restored, nx=True, ex=self.ttl_s)
+                answers = pipe.execute()
+        except RedisError:
+            return set()
+        return {task_id for task_id, flag in zip(task_ids, answers[::2], strict=True) if flag}
+
     def cancelled(self, task_ids: Sequence[str]) -> set[str]:
         """Which of these tasks were cancelled (one round trip; none if the backend is away)."""
         try:
-            if len(task_ids) == 1:
-                return set(task_ids) if self.client.exists(cancel_key(task_ids[0])) else set()
             with self.client.pipeline(transaction=False) as pipe:
                 for task_id in task_ids:
                     pipe.exists(cancel_key(task_id))

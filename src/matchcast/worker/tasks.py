@@ -90,7 +90,7 @@ def _note_queue_wait(task: Task) -> None:
 def predict_match(self: PredictTask, payload: dict[str, Any]) -> dict[str, Any]:
     """Predict one match: ``{"match_id": N}`` or inline ``{"features": {...}, ...}`` (the design note's task)."""
     task_id = self.request.id
-    if not self.request.retries and runtime().records.cancelled([task_id]):
+    if not self.request.retries and runtime().records.starting([task_id]):
         TASKS.labels(outcome="cancelled").inc()
         log.info("task_cancelled task_id=%s", task_id)
         self.backend.mark_as_revoked(task_id, reason="cancelled")  # started was recorded on receipt
@@ -183,7 +183,7 @@ def predict_matches(self: PredictTask, payload: dict[str, Any]) -> int:
         raise InvalidInput("payload must be {'items': [[task_id, match_id], ...]}")
     started = time.perf_counter()
     rt = runtime()
-    cancelled = rt.records.cancelled([task_id for task_id, _ in items])
+    cancelled = rt.records.starting([task_id for task_id, _ in items])
     wanted = {task_id: match_id for task_id, match_id in items if task_id not in cancelled}
     outcomes = rt.service().predict_many(list(set(wanted.values())))
     ok: dict[str, dict[str, Any]] = {}

@@ -154,7 +154,7 @@ async def ready(settings: SettingsDep, dispatcher: DispatcherDep, catalog: Catal
     missing = sorted(k for k, v in checks.items() if not v.startswith("ok"))
     for name in checks:
         READINESS.labels(check=name).set(0 if name in missing else 1)
-    body = Readiness(ready=not missing, checks=checks, missing=missing)
+    body = Readiness(ready=not missing, checks=checks, missing=missing, degraded=dispatcher.watch.degraded())
     return JSONResponse(body.model_dump(), status_code=503 if missing else 200)
 
 

@@ -1,0 +1,81 @@
+"""Watching the result backend's data: did it come back empty, does it keep an append-only file?
+
+Task records, idempotency keys, cancel markers and callbacks live in the result backend. With an append-only
+file they survive its restart; without one, or when the backend is replaced, they are gone. A marker key
+without TTL (``matchcast:backend``, an epoch) tells the two apart: when it vanishes, the backend came back
+empty. Both facts go to ``/ready`` (degraded, not failing: the backend works, it has forgotten) and to metrics
+with alerts (``deploy/prometheus/alerts.yml``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from matchcast.errors import MatchcastError
+from matchcast.metrics import RESULT_BACKEND_PERSISTENT, RESULT_BACKEND_RESETS
+from matchcast.tasks.records import TaskRecords
+
+log = logging.getLogger("matchcast.api")
+WATCH_S = 2.0
+
+
+class BackendWatch:
+    """Checks the backend's epoch marker and persistence every ``interval_s`` seconds."""
+
+    def __init__(self, records: TaskRecords, interval_s: float = WATCH_S) -> None:
+        self.records, self.interval_s = records, interval_s
+        self.epoch: str | None = None
+        self.lost_at: float | None = None
+        self.persistent: bool | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def check(self) -> None:
+        """Read (or create) the epoch marker; a different epoch than last time means the data was lost."""
+        epoch = await self.records.backend_epoch()
+        if self.epoch is not None and epoch != self.epoch:
+            self.lost_at = time.time()
+            RESULT_BACKEND_RESETS.inc()
+            log.error(
+                "result_backend_came_back_empty epoch=%s previous=%s: task records, idempotency keys, cancels and "
+                "callbacks written before are gone",
+                epoch,
+                self.epoch,
+            )
+        self.epoch = epoch
+        self.persistent = await self.records.persistent()
+        RESULT_BACKEND_PERSISTENT.set(1 if self.persistent else 0)
+
+    def degraded(self) -> dict[str, str]:
+        """What ``/ready`` reports as degraded (working, but less than promised)."""
+        out: dict[str, str] = {}
+        notes = []
+        if self.lost_at is not None:
+            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.lost_at))
+            notes.append(
+                f"came back empty at {when}: task records, idempotency keys, cancels and callbacks from before are lost"
+            )
+        if self.persistent is False:
+            notes.append("keeps no append-only file (appendonly no): a restart would forget every accepted task")
+        if notes:
+            out["result_backend"] = "; ".join(notes)
+        return out
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(MatchcastError):  # an unreachable backend is /ready's result_backend check
+                await self.check()
+            await asyncio.sleep(self.interval_s)
+
+    async def start(self) -> None:
+        """Start watching in the background."""
+        self._task = asyncio.create_task(self._run(), name="matchcast-backend-watch")
+
+    async def stop(self) -> None:
+        """Stop watching."""
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
