@@ -27,9 +27,10 @@ from typing import Any
 import httpx
 import pytest
 
-from matchcast.config import PREDICT_TASK, Settings
+from matchcast.config import Settings
 from matchcast.data.dead_letters import DeadLetters
 from matchcast.service.wiring import store_for
+from matchcast.tasks.names import PREDICT_TASK
 from tests.conftest import ApiProcess, MatchIds, api_key
 
 pytestmark = pytest.mark.integration
