@@ -42,6 +42,15 @@ DEAD_LETTERS = Gauge("dead_letters", "Dead letters not replayed (sampled by the 
 TASK_QUEUE_WAIT = Histogram(
     "prediction_task_queue_seconds", "Time from submission to start of execution in a worker", buckets=LATENCY_BUCKETS
 )
+TASKS_EXPIRED = Counter(
+    "prediction_tasks_expired", "Tasks not computed because their deadline passed before they started", ["task"]
+)
+SSE_STREAMS = Gauge(
+    "sse_open_streams", "Server-sent event streams open on the API", ["kind"], multiprocess_mode="livesum"
+)
+SSE_EVENTS = Counter("sse_events", "Server-sent events sent by the API (keep-alive comments not counted)", ["kind"])
+SSE_REFUSED = Counter("sse_streams_refused", "Event streams refused with 429: the key had its open streams")
+TASK_GONE = Counter("task_status_gone", "Status reads of expired ids answered 410 Gone", ["kind"])
 SYNC_GROUP_SIZE = Histogram(
     "prediction_sync_group_size",
     "Sync requests sent together in one predict_match message (API)",
