@@ -43,6 +43,11 @@ class Settings(BaseSettings):
         default=True, description="Answer everyday prediction requests below FastAPI's routing (api/fastpath.py)"
     )
     task_ttl_s: int = Field(default=24 * 3600, ge=60)
+    task_gone_s: int = Field(
+        default=24 * 3600, ge=0, le=7 * 24 * 3600, description="After expiry, ids answer 410 (not 404) this long"
+    )
+    sse_streams_per_key: int = Field(default=16, ge=1, le=10000, description="Open event streams per key and process")
+    sse_keepalive_s: float = Field(default=15.0, gt=0, le=300, description="Comment line sent on a quiet stream")
     readiness_timeout_s: float = Field(default=2.0, gt=0)
 
     task_max_retries: int = Field(default=3, ge=0, le=20, description="Retries of a transient failure")

@@ -9,7 +9,10 @@ MatchcastError                  matchcast_error        500
 ├── NotFound                    not_found              404
 │   ├── MatchNotFound           match_not_found
 │   ├── TaskNotFound            task_not_found
+│   ├── BatchNotFound           batch_not_found
+│   ├── MatchesNotFound         matches_not_found      (match_ids: a batch's unknown matches)
 │   └── ModelNotFound           model_not_found
+├── Gone                        task_gone              410   (expired_at: kept a while after expiry)
 ├── InvalidInput                invalid_input          422
 │   ├── IngestError             ingest_error           (file, line, column)
 │   └── CallbackUrlRefused      callback_url_refused
@@ -23,6 +26,7 @@ MatchcastError                  matchcast_error        500
 ├── Unauthorized                unauthorized           401   (no valid API key)
 ├── Forbidden                   forbidden              403   (the key's role does not allow it)
 └── RateLimited                 rate_limited           429   (retry_after_s)
+    └── TooManyStreams          too_many_streams       429   (open event streams per key and process)
 """
 
 from __future__ import annotations
@@ -64,6 +68,38 @@ class TaskNotFound(NotFound):
     def __init__(self, task_id: str) -> None:
         super().__init__(f"no task with task_id={task_id!r} (never issued, or expired)")
         self.task_id = task_id
+
+
+class BatchNotFound(NotFound):
+    """A batch id that was never issued."""
+
+    type = "batch_not_found"
+
+    def __init__(self, batch_id: str) -> None:
+        super().__init__(f"no batch with batch_id={batch_id!r} (never issued, or expired long ago)")
+
+
+class MatchesNotFound(NotFound):
+    """Match ids of a batch that are not in the store (nothing of the batch was queued)."""
+
+    type = "matches_not_found"
+    match_ids: list[int] = []  # read only: instances set their own
+
+    def __init__(self, match_ids: list[int]) -> None:
+        super().__init__(f"unknown match ids (nothing was queued): {match_ids[:20]}")
+        self.match_ids = match_ids
+
+
+class Gone(MatchcastError):
+    """A task or batch that existed, whose record and result expired (``expired_at``: a Unix time)."""
+
+    type = "task_gone"
+    status = 410
+    expired_at = 0.0
+
+    def __init__(self, detail: str, expired_at: float = 0.0) -> None:
+        super().__init__(detail)
+        self.expired_at = expired_at
 
 
 class ModelNotFound(NotFound):
@@ -171,6 +207,12 @@ class RateLimited(MatchcastError):
     def __init__(self, detail: str, retry_after_s: int = 1) -> None:
         super().__init__(detail)
         self.retry_after_s = retry_after_s
+
+
+class TooManyStreams(RateLimited):
+    """An API key holds as many open event streams on this API process as it may."""
+
+    type = "too_many_streams"
 
 
 class CallbackUrlRefused(InvalidInput):

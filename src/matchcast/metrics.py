@@ -50,6 +50,15 @@ RESULT_BACKEND_PERSISTENT = Gauge(
     "1 when the result backend keeps an append-only file (accepted tasks survive its restart), else 0",
     multiprocess_mode="liveall",
 )
+TASKS_EXPIRED = Counter(
+    "prediction_tasks_expired", "Tasks not computed because their deadline passed before they started", ["task"]
+)
+SSE_STREAMS = Gauge(
+    "sse_open_streams", "Server-sent event streams open on the API", ["kind"], multiprocess_mode="livesum"
+)
+SSE_EVENTS = Counter("sse_events", "Server-sent events sent by the API (keep-alive comments not counted)", ["kind"])
+SSE_REFUSED = Counter("sse_streams_refused", "Event streams refused with 429: the key had its open streams")
+TASK_GONE = Counter("task_status_gone", "Status reads of expired ids answered 410 Gone", ["kind"])
 SYNC_GROUP_SIZE = Histogram(
     "prediction_sync_group_size",
     "Sync requests sent together in one predict_match message (API)",

@@ -1,11 +1,15 @@
-"""Pydantic models of what crosses a boundary: requests, predictions, task status, listings."""
+"""Pydantic models of what crosses a boundary: requests, predictions, task and batch status, listings.
+
+Past 400 lines on purpose: every model that crosses a boundary in one module, so a request, the answer and the
+status a client polls (or streams) are read side by side; split by endpoint, they would import each other.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic.config import JsonDict
 
 TeamName = Annotated[str, Field(min_length=1, max_length=64)]
@@ -209,7 +213,31 @@ class InlinePredictionRequest(_Strict):
 CALLBACK_URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#@]+([/?#]\S*)?$"
 
 
-class AsyncPredictionRequest(_Strict):
+TTL_S_MAX = 7 * 24 * 3600  # a deadline at most a week ahead (and never past the task records' TTL: see the route)
+
+
+class _Deadline(_Strict):
+    """An async request's deadline: work not started by then is not computed and ends ``EXPIRED``."""
+
+    deadline: AwareDatetime | None = Field(
+        default=None,
+        description="ISO time with a UTC offset (e.g. `2026-04-10T18:00:00Z`): work not started by then is not "
+        "computed and ends `EXPIRED`. At most one of `deadline` and `ttl_s`",
+    )
+    ttl_s: float | None = Field(
+        default=None, gt=0, le=TTL_S_MAX, description="Seconds from now: the same as a `deadline` that far ahead"
+    )
+
+    def deadline_ts(self, now: float) -> float | None:
+        """The deadline as a Unix time (None: none); ``ValueError`` if both ``deadline`` and ``ttl_s`` are given."""
+        if self.deadline is not None and self.ttl_s is not None:
+            raise ValueError("give `deadline` or `ttl_s`, not both")
+        if self.ttl_s is not None:
+            return now + self.ttl_s
+        return self.deadline.timestamp() if self.deadline is not None else None
+
+
+class AsyncPredictionRequest(_Deadline):
     """``POST /predict/async/``; ``callback_url`` gets the final status, signed (see README)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"match_id": EXAMPLE_MATCH_IDS[0]}]})
@@ -225,7 +253,7 @@ class AsyncPredictionRequest(_Strict):
     )
 
 
-class BatchPredictionRequest(_Strict):
+class BatchPredictionRequest(_Deadline):
     """``POST /predict/async/batch``: up to 1,000 stored matches at once (duplicates are predicted once)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"match_ids": list(EXAMPLE_MATCH_IDS)}]})
@@ -242,10 +270,12 @@ class BatchTask(BaseModel):
 
 
 class BatchSubmitted(BaseModel):
-    """Answer of ``POST /predict/async/batch``."""
+    """Answer of ``POST /predict/async/batch``: the batch (one status URL for all) and each task's own."""
 
     status: Literal["submitted"] = "submitted"
     count: int
+    batch_id: str
+    status_url: str = Field(description="`GET /monitoring/batch_status/{batch_id}`: the whole batch at once")
     tasks: list[BatchTask]
 
 
@@ -286,7 +316,8 @@ class AsyncSubmitted(BaseModel):
     status_url: str
 
 
-TaskState = Literal["PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED", "DEAD_LETTERED"]
+TaskState = Literal["PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED", "DEAD_LETTERED", "EXPIRED"]
+FINAL_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED", "DEAD_LETTERED", "EXPIRED"})
 
 
 class CallbackAttempt(BaseModel):
@@ -313,6 +344,80 @@ class TaskStatus(BaseModel):
     result: Prediction | None = None
     error: str | None = None
     callback: CallbackStatus | None = None
+    deadline: dt.datetime | None = Field(default=None, description="`EXPIRED`: the deadline that passed")
+    expired_at: dt.datetime | None = Field(default=None, description="`EXPIRED`: when a worker found it too late")
+
+
+class BatchResult(BaseModel):
+    """A predicted match of a batch."""
+
+    match_id: int
+    task_id: str
+    result: Prediction
+
+
+class BatchFailure(BaseModel):
+    """A match of a batch that ended without a prediction, and why."""
+
+    match_id: int
+    task_id: str
+    status: TaskState
+    error: str | None = None
+
+
+def _example(example: JsonDict) -> ConfigDict:
+    """A model's configuration with one example for the OpenAPI document."""
+    return ConfigDict(json_schema_extra={"examples": [example]})
+
+
+class BatchStatus(BaseModel):
+    """Answer of ``GET /monitoring/batch_status/{batch_id}``: counts by state, times, results and failures paged."""
+
+    model_config = _example(
+        {
+            "batch_id": "0b7c5a2e-5f0e-4d4f-9a57-1d2f8f6c1a10",
+            "status": "RUNNING",
+            "count": 3,
+            "counts": {"PENDING": 1, "SUCCESS": 1, "EXPIRED": 1},
+            "done": 2,
+            "done_fraction": 0.6667,
+            "created_at": "2026-04-01T10:00:00Z",
+            "started_at": "2026-04-01T10:00:01Z",
+            "finished_at": None,
+            "deadline": "2026-04-01T10:05:00Z",
+            "cancelled_at": None,
+            "offset": 0,
+            "limit": 100,
+            "results": [],
+            "failures": [],
+        }
+    )
+
+    batch_id: str
+    status: Literal["PENDING", "RUNNING", "DONE", "CANCELLED"] = Field(
+        description="`PENDING` until a task ends, `RUNNING` until all have, then `DONE` (`CANCELLED` if cancelled)"
+    )
+    count: int
+    counts: dict[str, int] = Field(description="Tasks by state (states with none are left out)")
+    done: int = Field(description="Tasks in a final state")
+    done_fraction: float = Field(ge=0, le=1)
+    created_at: dt.datetime
+    started_at: dt.datetime | None = Field(default=None, description="When a worker began its first chunk")
+    finished_at: dt.datetime | None = Field(default=None, description="When its last task ended")
+    deadline: dt.datetime | None = None
+    cancelled_at: dt.datetime | None = None
+    offset: int
+    limit: int
+    results: list[BatchResult] = Field(description="Predicted matches, in submission order, paged")
+    failures: list[BatchFailure] = Field(description="Matches that ended without a prediction, paged the same way")
+
+
+class BatchCancelled(BaseModel):
+    """Answer of cancelling a batch: what was cancelled, and what had started or ended already."""
+
+    batch_id: str
+    cancelled: int
+    not_cancelled: int = Field(description="Tasks already running or ended")
 
 
 class MatchOut(BaseModel):
@@ -357,6 +462,20 @@ class ErrorBody(BaseModel):
 
     type: str
     detail: Any
+
+
+class GoneBody(ErrorBody):
+    """A 410: the task (or batch) existed, and its record and result expired."""
+
+    model_config = _example(
+        {
+            "type": "task_gone",
+            "detail": "task 6f0c... expired (results are kept 86400 s)",
+            "expired_at": "2026-04-02T11:00:00Z",
+        }
+    )
+
+    expired_at: dt.datetime = Field(description="When its record expired (to the hour: at the latest then)")
 
 
 class DeadLetterOut(BaseModel):

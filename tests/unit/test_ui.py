@@ -56,6 +56,7 @@ class FakeApi:
         self.pending_polls = 2
         self.polls: Counter[str] = Counter()
         self.tasks: dict[str, int] = {}
+        self.batches: dict[str, list[str]] = {}
         self.calls: list[httpx.Request] = []
 
     def prediction(self, match_id: int | None, **labels: Any) -> dict[str, Any]:
@@ -73,6 +74,16 @@ class FakeApi:
             "feature_version": "v1-test",
             "predicted_at": "2026-04-01T10:00:00Z",
         }
+
+    def task(self, tid: str) -> dict[str, Any]:
+        """A task's status as the API gives it; each look at it counts as a poll, and it ends after a few."""
+        mid = self.tasks[tid]
+        self.polls[tid] += 1
+        if self.polls[tid] <= self.pending_polls:
+            return {"task_id": tid, "status": "PENDING", "result": None, "error": None}
+        if mid in self.task_failures:
+            return {"task_id": tid, "status": "FAILURE", "result": None, "error": self.task_failures[mid]}
+        return {"task_id": tid, "status": "SUCCESS", "result": self.prediction(mid), "error": None}
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.calls.append(request)
@@ -128,17 +139,28 @@ class FakeApi:
             return httpx.Response(
                 202, json={"task_id": tid, "status": "submitted", "status_url": f"/monitoring/task_status/{tid}"}
             )
+        if path == "/predict/async/batch":  # all or nothing, as the API: unknown ids are a 404 naming them
+            mids = json.loads(request.content)["match_ids"]
+            unknown = [m for m in mids if m in self.submit_errors]
+            if unknown:
+                detail = f"unknown match ids (nothing was queued): {unknown}"
+                return httpx.Response(404, json={"type": "matches_not_found", "detail": detail, "match_ids": unknown})
+            bid = f"batch-{len(self.batches)}"
+            self.batches[bid] = [f"task-{m}" for m in mids]
+            self.tasks.update({f"task-{m}": m for m in mids})
+            tasks = [
+                {"match_id": m, "task_id": f"task-{m}", "status_url": f"/monitoring/task_status/task-{m}"} for m in mids
+            ]
+            url = f"/monitoring/batch_status/{bid}"
+            body = {"status": "submitted", "count": len(mids), "batch_id": bid, "status_url": url, "tasks": tasks}
+            return httpx.Response(202, json=body)
+        if path.startswith("/monitoring/batch_status/"):  # each read of a batch observes each of its tasks once
+            states = [self.task(tid) for tid in self.batches[path.rsplit("/", 1)[1]]]
+            results = [{"match_id": self.tasks[s["task_id"]], **s} for s in states if s["status"] == "SUCCESS"]
+            failures = [{"match_id": self.tasks[s["task_id"]], **s} for s in states if s["status"] == "FAILURE"]
+            return httpx.Response(200, json={"results": results, "failures": failures})
         if path.startswith("/monitoring/task_status/"):
-            tid = path.rsplit("/", 1)[1]
-            mid = self.tasks[tid]
-            self.polls[tid] += 1
-            if self.polls[tid] <= self.pending_polls:
-                return httpx.Response(200, json={"task_id": tid, "status": "PENDING", "result": None, "error": None})
-            if mid in self.task_failures:
-                body = {"task_id": tid, "status": "FAILURE", "result": None, "error": self.task_failures[mid]}
-                return httpx.Response(200, json=body)
-            body = {"task_id": tid, "status": "SUCCESS", "result": self.prediction(mid), "error": None}
-            return httpx.Response(200, json=body)
+            return httpx.Response(200, json=self.task(path.rsplit("/", 1)[1]))
         if path.startswith("/predict/"):
             mid = int(path.rsplit("/", 1)[1])
             if mid in self.sync_errors:
@@ -270,6 +292,17 @@ def test_batch_of_a_matchday_fills_progress_and_lists_failures(api: FakeApi, tmp
     polls = sum(api.polls.values())
     at.run()
     assert sum(api.polls.values()) == polls and at.dataframe[-1].value.equals(table)
+
+
+def test_a_batch_is_one_submission_and_one_status_request_a_round(api: FakeApi, tmp_path: Path) -> None:
+    at = page("batch", api, tmp_path).run()
+    at.button(key="b_submit").click().run()
+    assert not at.exception and not at.error
+    paths = [r.url.path for r in api.calls if r.url.path.startswith(("/predict/async", "/monitoring"))]
+    assert paths[0] == "/predict/async/batch" and paths.count("/predict/async/batch") == 1
+    rounds = [p for p in paths if p.startswith("/monitoring/")]
+    assert set(rounds) == {"/monitoring/batch_status/batch-0"} and len(rounds) == api.pending_polls + 1
+    assert list(at.dataframe[-1].value["status"]) == ["SUCCESS"] * 9
 
 
 def test_batch_of_a_selection(api: FakeApi, tmp_path: Path) -> None:

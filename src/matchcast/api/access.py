@@ -24,6 +24,7 @@ from matchcast.service.ratelimit import TokenBuckets
 PROBES = frozenset({"/health", "/ready", "/metrics"})
 READ_METHODS = frozenset({"GET", "HEAD"})
 REFUSALS = (Unauthorized, RateLimited, Forbidden)
+WATCHED = ("/monitoring/task_status/", "/monitoring/batch_status/")  # reading (and streaming) them needs predict
 
 
 def required_role(method: str, path: str, settings: Settings) -> Role | None:
@@ -32,7 +33,9 @@ def required_role(method: str, path: str, settings: Settings) -> Role | None:
         return None if settings.probes_auth == "open" else settings.probes_auth
     if path == "/predict" or path.startswith("/predict/"):
         return "predict"
-    if path.startswith("/monitoring/task_status/") and method.upper() in READ_METHODS:
+    if path.startswith(WATCHED) and method.upper() in READ_METHODS:
+        return "predict"
+    if path.startswith("/monitoring/batch_status/"):  # cancelling: the key that submitted the batch, or an admin's
         return "predict"
     return "admin"
 

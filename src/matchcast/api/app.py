@@ -17,7 +17,7 @@ from matchcast.api.deps import Parts
 from matchcast.api.dispatch import Dispatcher
 from matchcast.api.fastpath import FastPaths
 from matchcast.api.middleware import BodyLimit, RequestMetrics
-from matchcast.api.routes import monitoring, predict
+from matchcast.api.routes import batches, events, monitoring, predict
 from matchcast.config import Settings, configure_logging, get_settings, redact_url
 from matchcast.service.auth import key_service_for
 from matchcast.service.catalog import ModelCatalog
@@ -71,6 +71,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Every router gets the API key check (api/auth.py: the role comes from the route; unknown routes need admin).
     app.include_router(predict.router, dependencies=[AUTH], responses=AUTH_RESPONSES)
     app.include_router(monitoring.router, dependencies=[AUTH], responses=AUTH_RESPONSES)
+    app.include_router(batches.router, dependencies=[AUTH], responses=AUTH_RESPONSES)
+    app.include_router(events.router, dependencies=[AUTH], responses=AUTH_RESPONSES)
     document_auth(app, settings)
     # Outermost last: BodyLimit, then RequestMetrics, then the fast path, then FastAPI's routing.
     app.add_middleware(FastPaths, enabled=settings.api_fast_path)

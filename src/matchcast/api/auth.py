@@ -5,7 +5,8 @@ from its method and path template (``required_role``), so route modules need no 
 thought about needs an ``admin`` key (default deny):
 
 - ``/health``, ``/ready``, ``/metrics``: ``MATCHCAST_PROBES_AUTH`` (``open`` by default);
-- ``/predict/...`` (any method) and ``GET /monitoring/task_status/{task_id}``: ``predict``;
+- ``/predict/...`` (any method), ``GET /monitoring/task_status/{task_id}`` and ``/monitoring/batch_status/...``
+  (reading, streaming; cancelling checks in the route that the key submitted the batch): ``predict``;
 - everything else, e.g. ``GET /monitoring/dead_letters``, ``POST .../replay``, ``DELETE .../task_status/..``: admin.
 
 A route can also state its role itself with a parameter ``key: AdminKey`` (or ``PredictKey``), which gives it the

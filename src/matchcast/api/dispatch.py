@@ -1,4 +1,5 @@
-"""The API's one door to the workers: ``predict``, ``submit``, ``submit_batch``, ``status`` and ``cancel``.
+"""The API's one door to the workers: ``predict``, ``submit``, ``submit_batch``, ``status``, ``cancel``, ``batch``
+and ``cancel_batch``.
 
 A facade over modules with one job each: ``listener`` (results heard from Redis), ``grouping`` (sync groups and
 async group commit), ``backlog`` (admission control), and the task protocol of ``matchcast.tasks`` (messages,
@@ -12,21 +13,25 @@ import contextlib
 import hashlib
 import json
 import logging
+import time
 import uuid
 from typing import Any
 
 import redis.asyncio as aioredis
 from celery import Celery
+from celery.exceptions import TaskRevokedError
 from kombu import Connection
 from starlette.concurrency import run_in_threadpool
 
 from matchcast.api.backend_watch import BackendWatch
 from matchcast.api.backlog import BacklogSampler
+from matchcast.api.events import EventHub
 from matchcast.api.grouping import AsyncGroups, SyncGroups
 from matchcast.api.listener import ResultListener
 from matchcast.config import Settings
-from matchcast.errors import Conflict, PredictionTimeout, ServiceUnavailable
-from matchcast.schemas import TaskStatus
+from matchcast.errors import BatchNotFound, Conflict, PredictionTimeout, ServiceUnavailable
+from matchcast.schemas import BatchCancelled, TaskStatus
+from matchcast.tasks.batches import batch_meta
 from matchcast.tasks.celery_app import declare_topology, is_amqp, make_celery
 from matchcast.tasks.keys import callback_key, idempotency_key
 from matchcast.tasks.messages import BROKER_ERRORS, TaskMessage, enqueue, predict, predict_chunk
@@ -46,8 +51,11 @@ class Dispatcher:
         self.redis = aioredis.Redis.from_url(
             settings.resolved_result_backend(), socket_timeout=3, socket_connect_timeout=2, health_check_interval=30
         )
-        self.records = TaskRecords(self.redis, settings.task_ttl_s)
+        self.records = TaskRecords(self.redis, settings.task_ttl_s, settings.task_gone_s)
         self.listener = ResultListener(self.redis)
+        self.hub = EventHub(settings.sse_streams_per_key)  # open event streams, woken by the listener
+        self.listener.watched, self.listener.changed = self.hub.watched, self.hub.changed
+        self.listener.reconnected = self.hub.reconnected
         self.backlog = BacklogSampler(settings)
         self.watch = BackendWatch(self.records)
         self.groups = SyncGroups(
@@ -106,11 +114,11 @@ class Dispatcher:
         await self.records.issue([message.task_id], source, lambda: self.publish(message), undo=[key] if key else [])
         return message.task_id
 
-    async def _submit_grouped(self, key: str | None, task_id: str, match_id: int) -> str:
+    async def _submit_grouped(self, key: str | None, task_id: str, match_id: int, deadline: float | None) -> str:
         """A stored match through the async groups; the key is claimed with the group, in one round trip."""
         self.backlog.admit()
         for _ in range(3):
-            claimed, new = await self.async_groups.submit(key, task_id, match_id)
+            claimed, new = await self.async_groups.submit(key, task_id, match_id, deadline)
             if new:
                 return claimed
             if not claimed or key is None:  # the key expired in between: claim again
@@ -120,34 +128,73 @@ class Dispatcher:
         raise ServiceUnavailable("could not claim the idempotency key; try again", ["result_backend"])
 
     async def submit(
-        self, payload: dict[str, Any], *, idempotency_key: str | None = None, callback_url: str | None = None
+        self,
+        payload: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        callback_url: str | None = None,
+        deadline: float | None = None,
     ) -> str:
         """Queue a prediction and return its task id at once (the same id for a repeated idempotent request).
 
         A stored match without a callback joins the next ``ml`` chunk; with ``callback_url``, the prediction is
-        a task of its own whose final status is POSTed there (signed) when it ends.
+        a task of its own whose final status is POSTed there (signed) when it ends. Not started by ``deadline``
+        (a Unix time), it ends ``EXPIRED`` uncomputed.
         """
         key = _idempotency("async", idempotency_key)
         task_id = str(uuid.uuid4())
         match_id = payload.get("match_id")
         if callback_url is None and isinstance(match_id, int) and set(payload) == {"match_id"}:
-            return await self._submit_grouped(key, task_id, match_id)
+            return await self._submit_grouped(key, task_id, match_id, deadline)
         if callback_url is not None:
             key = f"{key}:cb:{payload_digest({'url': callback_url})}" if key else None
             await self.records.register_callback(task_id, callback_url)
-        claimed = await self._single(key, predict(payload, task_id, sync=False), "async")
+        claimed = await self._single(key, predict(payload, task_id, sync=False, deadline=deadline), "async")
         if claimed != task_id and callback_url is not None:
             await self.records.release(callback_key(task_id))
         return claimed
 
-    async def submit_batch(self, match_ids: list[int]) -> dict[int, str]:
-        """Queue many stored matches as chunks on ``ml.bulk``; one task id per match, recorded before sending."""
+    async def submit_batch(
+        self, match_ids: list[int], *, deadline: float | None = None, key: str | None = None
+    ) -> tuple[str, dict[int, str]]:
+        """Queue many stored matches as chunks on ``ml.bulk``: the batch id, and one task id per match.
+
+        The batch's record (its tasks, ``deadline``, the submitting API ``key``) is written in the round trip
+        that records the task ids, before anything is sent.
+        """
         self.backlog.admit()
+        batch_id = str(uuid.uuid4())
         ids = {m: str(uuid.uuid4()) for m in dict.fromkeys(match_ids)}
         items = [(task_id, match_id) for match_id, task_id in ids.items()]
-        chunks = [predict_chunk(items[i : i + BULK_CHUNK], batch=True) for i in range(0, len(items), BULK_CHUNK)]
-        await self.records.issue(list(ids.values()), "batch", lambda: self.publish(*chunks))
-        return ids
+        by = dict.fromkeys(ids.values(), deadline) if deadline is not None else None
+        chunks = [
+            predict_chunk(part, batch=True, batch_id=batch_id, deadlines={t: by[t] for t, _ in part} if by else None)
+            for part in (items[i : i + BULK_CHUNK] for i in range(0, len(items), BULK_CHUNK))
+        ]
+        record = batch_meta(ids, time.time(), deadline, key)
+        await self.records.issue(list(ids.values()), "batch", lambda: self.publish(*chunks), batch=(batch_id, record))
+        return batch_id, ids
+
+    async def batch(self, batch_id: str) -> tuple[dict[str, Any], list[dict[str, Any] | None]]:
+        """A batch's record and its tasks' result records (two round trips, whatever its size); 410 or 404."""
+        record = await self.records.batch(batch_id)
+        if record is None:
+            raise await self.records.gone("batch", batch_id) or BatchNotFound(batch_id)
+        return record, await self.records.metas(record["task_ids"])
+
+    async def cancel_batch(self, batch_id: str) -> BatchCancelled:
+        """Cancel every task of a batch that has not ended (nor, as far as can be told, started)."""
+        record, metas = await self.batch(batch_id)
+        queued = [t for t, meta in zip(record["task_ids"], metas, strict=True) if meta is None]
+        backend = self.celery.backend
+        encode, reason = backend.encode, backend.prepare_exception(TaskRevokedError("cancelled"))
+
+        def revoked(task_id: str) -> Any:
+            meta = {"status": "REVOKED", "result": reason, "traceback": None, "children": [], "task_id": task_id}
+            return encode({**meta, "date_done": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())})
+
+        await self.records.cancel_batch(batch_id, queued, revoked)
+        return BatchCancelled(batch_id=batch_id, cancelled=len(queued), not_cancelled=len(metas) - len(queued))
 
     async def predict(
         self, payload: dict[str, Any], *, timeout: float, idempotency_key: str | None = None

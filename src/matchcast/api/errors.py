@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -9,7 +11,15 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from matchcast.errors import MatchcastError, Overloaded, RateLimited, ServiceUnavailable, Unauthorized
+from matchcast.errors import (
+    Gone,
+    MatchcastError,
+    MatchesNotFound,
+    Overloaded,
+    RateLimited,
+    ServiceUnavailable,
+    Unauthorized,
+)
 
 
 def status_of(exc: MatchcastError) -> int:
@@ -27,6 +37,10 @@ def answer_of(exc: MatchcastError) -> tuple[int, dict[str, object], dict[str, st
     body: dict[str, object] = {"type": exc.type, "detail": exc.detail}
     if isinstance(exc, ServiceUnavailable):
         body["missing"] = exc.missing
+    if isinstance(exc, MatchesNotFound):
+        body["match_ids"] = exc.match_ids
+    if isinstance(exc, Gone):
+        body["expired_at"] = datetime.fromtimestamp(exc.expired_at, UTC).isoformat().replace("+00:00", "Z")
     return status_of(exc), body, headers
 
 

@@ -177,7 +177,7 @@ class SyncGroups(_Groups[dict[str, Any], dict[str, Any]]):
             task.cancel()
 
 
-_Submission = tuple[str | None, str, int]  # idempotency key (or None), task id, match id
+_Submission = tuple[str | None, str, int, float | None]  # idempotency key (or None), task id, match id, deadline
 _Item = tuple[_Submission, asyncio.Future[tuple[str, bool]]]
 
 
@@ -193,19 +193,21 @@ class AsyncGroups(_Groups[_Submission, tuple[str, bool]]):
         super().__init__(max_group, "async")
         self.records, self.publish = records, publish
 
-    async def submit(self, key: str | None, task_id: str, match_id: int) -> tuple[str, bool]:
-        """Queue ``task_id`` (predicting ``match_id``) under the idempotency ``key``.
+    async def submit(
+        self, key: str | None, task_id: str, match_id: int, deadline: float | None = None
+    ) -> tuple[str, bool]:
+        """Queue ``task_id`` (predicting ``match_id``, by ``deadline`` if given) under the idempotency ``key``.
 
         Returns ``(task_id, True)`` once it is queued, or ``(other, False)`` when ``key`` already pointed at
         ``other`` (``""``: the key expired in between); ``ServiceUnavailable`` if the broker did not confirm in time.
         """
         try:
-            return await asyncio.wait_for(self._enqueue((key, task_id, match_id)), SUBMIT_TIMEOUT_S)
+            return await asyncio.wait_for(self._enqueue((key, task_id, match_id, deadline)), SUBMIT_TIMEOUT_S)
         except TimeoutError:
             raise ServiceUnavailable(f"the broker did not confirm within {SUBMIT_TIMEOUT_S:g} s", ["broker"]) from None
 
     async def _send(self, group: list[_Item]) -> None:
-        keyed = [(key, task_id) for (key, task_id, _), _ in group if key is not None]
+        keyed = [(key, task_id) for (key, task_id, _, _), _ in group if key is not None]
         claims = iter(await self.records.claim_many(keyed) if keyed else [])
         new: list[_Item] = []
         taken: list[tuple[asyncio.Future[tuple[str, bool]], str]] = []
@@ -227,10 +229,11 @@ class AsyncGroups(_Groups[_Submission, tuple[str, bool]]):
                 fut.set_result((other, False))
 
     async def _queue(self, new: list[_Item]) -> None:
-        items = [(task_id, match_id) for (_, task_id, match_id), _ in new]
-        message: TaskMessage = predict_chunk(items, batch=False)
-        claimed = [key for (key, _, _), _ in new if key]
+        items = [(task_id, match_id) for (_, task_id, match_id, _), _ in new]
+        deadlines = {task_id: by for (_, task_id, _, by), _ in new if by is not None}
+        message: TaskMessage = predict_chunk(items, batch=False, deadlines=deadlines)
+        claimed = [key for (key, _, _, _), _ in new if key]
         await self.records.issue([t for t, _ in items], "async", lambda: self.publish(message), undo=claimed)
-        for (_, task_id, _), fut in new:
+        for (_, task_id, _, _), fut in new:
             if not fut.done():
                 fut.set_result((task_id, True))

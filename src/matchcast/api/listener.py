@@ -1,4 +1,5 @@
-"""One Redis listener per API process: it hears Celery's result messages and wakes the callers waiting on them."""
+"""One Redis listener per API process: it hears Celery's result messages and wakes the callers waiting on them,
+and tells the event hub (``api/events.py``) which tasks and batches changed, for the event streams it serves."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from matchcast.tasks.keys import RESULT_KEY
+from matchcast.tasks.keys import EVENTS_CHANNEL, RESULT_KEY
 from matchcast.tasks.status import READY_STATES
 
 log = logging.getLogger("matchcast.api")
@@ -23,6 +25,11 @@ class ResultListener:
         self.client = client
         self.waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._task: asyncio.Task[None] | None = None
+        # The event hub: whether anyone watches (checked before decoding a notice), the ids that changed, and
+        # a reconnect (notices may have been missed meanwhile).
+        self.watched: Callable[[], bool] = lambda: False
+        self.changed: Callable[[list[str]], None] = lambda ids: None
+        self.reconnected: Callable[[], None] = lambda: None
 
     async def start(self) -> None:
         """Start listening in the background."""
@@ -40,12 +47,24 @@ class ResultListener:
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.psubscribe(RESULT_KEY + "*")
+                await pubsub.subscribe(EVENTS_CHANNEL)
+                self.reconnected()
                 while True:
                     msg = await pubsub.get_message(timeout=1.0)
-                    if msg is None or msg.get("type") != "pmessage":
+                    if msg is None:
+                        continue
+                    if msg.get("type") == "message":  # a notice on EVENTS_CHANNEL
+                        if self.watched():
+                            notice = json.loads(msg["data"])
+                            self.changed([*notice.get("tasks", ()), *([notice["batch"]] if "batch" in notice else [])])
+                        continue
+                    if msg.get("type") != "pmessage":
                         continue
                     channel = msg["channel"].decode() if isinstance(msg["channel"], bytes) else msg["channel"]
-                    fut = self.waiters.get(channel.removeprefix(RESULT_KEY))
+                    task_id = channel.removeprefix(RESULT_KEY)
+                    if self.watched():
+                        self.changed([task_id])
+                    fut = self.waiters.get(task_id)
                     if fut is None or fut.done():
                         continue
                     meta = json.loads(msg["data"])

@@ -3,6 +3,8 @@ unless said otherwise (``docs/architecture.md`` says who writes and reads each).
 
 from __future__ import annotations
 
+import hashlib
+
 RESULT_KEY = "celery-task-meta-"  # Celery's result record (and pub/sub channel) of a task
 TASK_KEY = "matchcast:task:"  # an issued task id: {"source", "issued_at"}
 IDEMPOTENCY_KEY = "matchcast:idem:"  # an idempotency key -> the task id it claimed
@@ -10,6 +12,12 @@ CANCEL_KEY = "matchcast:cancel:"  # a cancelled task: workers do not start it
 CALLBACK_KEY = "matchcast:callback:"  # a task's completion callback: URL and delivery attempts
 WORKER_KEY = "matchcast:worker:"  # a worker's heartbeat (expires after three missed beats)
 BACKEND_KEY = "matchcast:backend"  # no TTL: {"epoch", "since"}; gone means the backend came back empty
+BATCH_KEY = "matchcast:batch:"  # a batch: hash {"meta": json, "started_at", "cancelled_at"}; "...:events" a stream
+GONE_KEY = "matchcast:gone:"  # ids issued in an hour, kept past their expiry (410 instead of 404): small int sets
+EVENTS_CHANNEL = "matchcast:events"  # pub/sub: {"tasks": [ids], "batch": id} when workers change tasks' states
+
+GONE_SLOT_S = 3600  # one tombstone set per hour of issue and bucket
+GONE_BUCKETS = 1024  # per hour: each set stays a compact intset (8 bytes an id) up to 512 ids, i.e. ~500k ids/hour
 
 
 def result_key(task_id: str) -> str:
@@ -35,3 +43,25 @@ def callback_key(task_id: str) -> str:
 def idempotency_key(kind: str, key: str, *qualifiers: str) -> str:
     """Where an ``Idempotency-Key`` of ``kind`` (``sync``/``async``) is claimed, qualified e.g. by a body digest."""
     return ":".join((f"{IDEMPOTENCY_KEY}{kind}", key, *qualifiers))
+
+
+def batch_key(batch_id: str) -> str:
+    """A batch's record: its tasks and matches, deadline, when it started and was cancelled."""
+    return BATCH_KEY + batch_id
+
+
+def batch_events_key(batch_id: str) -> str:
+    """A batch's event stream (Redis Stream): one entry per change of its tasks' states, for SSE replay."""
+    return BATCH_KEY + batch_id + ":events"
+
+
+def gone_slot(kind: str, ident: str, issued_at: float) -> tuple[str, int]:
+    """The tombstone of an id of ``kind`` (``task``/``batch``) issued at ``issued_at``: its set and its member.
+
+    The member is 63 bits of a hash of the id (an integer, so the set is an intset: 8 bytes an id); the bucket is
+    another 10 bits. A false match needs a 73-bit collision with an id of the same hour.
+    """
+    digest = hashlib.blake2b(ident.encode(), digest_size=10).digest()
+    bucket = int.from_bytes(digest[:2], "big") % GONE_BUCKETS
+    member = int.from_bytes(digest[2:], "big") >> 1
+    return f"{GONE_KEY}{kind}:{int(issued_at // GONE_SLOT_S)}:{bucket}", member

@@ -2,7 +2,9 @@
 
 The API, the worker (callbacks) and dead-letter replay all publish through ``enqueue``: each message carries a
 ``submitted_at`` header (the worker measures queue wait from it), goes to the queue its name belongs to, and a
-broker that cannot be reached is a ``ServiceUnavailable`` naming the broker.
+broker that cannot be reached is a ``ServiceUnavailable`` naming the broker. Two optional headers leave the body
+(the contract) as it is: ``deadlines`` (``{task_id: Unix time}``: a task not started by then ends ``EXPIRED``;
+checked per task in a chunk) and ``batch`` (the batch a chunk belongs to).
 """
 
 from __future__ import annotations
@@ -40,11 +42,22 @@ class TaskMessage:
     task_id: str | None = None
     expires: float | None = None  # seconds: after that, nobody runs it
     countdown: float | None = None  # seconds before a worker may run it
+    deadlines: dict[str, float] | None = None  # task id -> Unix time: not started by then, it ends EXPIRED
+    batch: str | None = None  # the batch a chunk belongs to
 
 
-def predict(payload: dict[str, Any], task_id: str, *, sync: bool, expires: float | None = None) -> TaskMessage:
+def predict(
+    payload: dict[str, Any],
+    task_id: str,
+    *,
+    sync: bool,
+    expires: float | None = None,
+    deadline: float | None = None,
+) -> TaskMessage:
     """The design note's ``predict_match``: one payload; on ``ml.interactive`` for a sync caller, else ``ml``."""
-    return TaskMessage(PREDICT_TASK, payload, INTERACTIVE_QUEUE if sync else ML_QUEUE, task_id, expires)
+    deadlines = {task_id: deadline} if deadline is not None else None
+    queue = INTERACTIVE_QUEUE if sync else ML_QUEUE
+    return TaskMessage(PREDICT_TASK, payload, queue, task_id, expires, deadlines=deadlines)
 
 
 def predict_group(payloads: list[dict[str, Any]], task_id: str, *, expires: float) -> TaskMessage:
@@ -52,9 +65,17 @@ def predict_group(payloads: list[dict[str, Any]], task_id: str, *, expires: floa
     return TaskMessage(PREDICT_GROUP_TASK, {"requests": payloads}, INTERACTIVE_QUEUE, task_id, expires)
 
 
-def predict_chunk(items: list[tuple[str, int]] | list[list[Any]], *, batch: bool) -> TaskMessage:
+def predict_chunk(
+    items: list[tuple[str, int]] | list[list[Any]],
+    *,
+    batch: bool,
+    deadlines: dict[str, float] | None = None,
+    batch_id: str | None = None,
+) -> TaskMessage:
     """A chunk of stored-match tasks, ``{"items": [[task_id, match_id], ...]}``: on ``ml.bulk`` for a batch."""
-    return TaskMessage(BULK_TASK, {"items": [list(i) for i in items]}, BULK_QUEUE if batch else ML_QUEUE)
+    body = {"items": [list(i) for i in items]}
+    queue = BULK_QUEUE if batch else ML_QUEUE
+    return TaskMessage(BULK_TASK, body, queue, deadlines=deadlines or None, batch=batch_id)
 
 
 def deliver_callback(task_id: str, *, countdown: float | None = None) -> TaskMessage:
@@ -70,6 +91,11 @@ def enqueue(app: Celery, *messages: TaskMessage) -> None:
     try:
         with app.producer_or_acquire() as producer:
             for m in messages:
+                headers: dict[str, Any] = {"submitted_at": time.time()}
+                if m.deadlines:
+                    headers["deadlines"] = m.deadlines
+                if m.batch:
+                    headers["batch"] = m.batch
                 app.send_task(
                     m.name,
                     args=[m.body],
@@ -78,7 +104,7 @@ def enqueue(app: Celery, *messages: TaskMessage) -> None:
                     expires=m.expires,
                     countdown=m.countdown,
                     producer=producer,
-                    headers={"submitted_at": time.time()},
+                    headers=headers,
                 )
     except BROKER_ERRORS as exc:
         raise ServiceUnavailable(f"broker unreachable: {type(exc).__name__}", ["broker"]) from exc

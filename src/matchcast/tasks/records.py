@@ -1,9 +1,10 @@
 """The task records in the result backend's Redis: who writes them, in one place.
 
-``TaskRecords`` is the API's side (asyncio): issuing task ids, claiming idempotency keys (one request, or a
-whole group in one round trip), reading results and status, cancelling, registering callbacks. Dead-letter
-replay uses it too. ``WorkerRecords`` is the worker's side (blocking): cancel checks, storing a chunk's results,
-reading and updating callbacks. The keys and their TTLs are in ``keys.py``.
+``TaskRecords`` is the API's side (asyncio): issuing task ids (with their tombstones and, for a batch, its
+record, in the same round trip), claiming idempotency keys (one request, or a whole group in one round trip),
+reading results and status, cancelling, registering callbacks. Dead-letter replay uses it too. ``WorkerRecords``
+is the worker's side (blocking): cancel checks, storing a chunk's outcomes (and its events), reading and updating
+callbacks. The keys and their TTLs are in ``keys.py``.
 """
 
 from __future__ import annotations
@@ -20,12 +21,26 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from matchcast.errors import ServiceUnavailable, TaskNotFound
+from matchcast.errors import Gone, ServiceUnavailable, TaskNotFound
+from matchcast.metrics import TASK_GONE
 from matchcast.schemas import CallbackStatus, TaskStatus
-from matchcast.tasks.keys import BACKEND_KEY, callback_key, cancel_key, result_key, task_key
-from matchcast.tasks.status import TAKEN_OVER, task_status
+from matchcast.tasks.keys import (
+    BACKEND_KEY,
+    EVENTS_CHANNEL,
+    GONE_SLOT_S,
+    batch_events_key,
+    batch_key,
+    callback_key,
+    cancel_key,
+    gone_slot,
+    result_key,
+    task_key,
+)
+from matchcast.tasks.status import EXPIRED, TAKEN_OVER, expired_meta, task_status
 
 CLAIM_TRIES = 3
+TOMBSTONED = frozenset({"async", "batch"})  # ids clients poll: they answer 410 once expired (sync ids are not kept)
+BATCH_EVENTS_MAX = 2000  # entries a batch's event stream keeps (a batch of 1,000 makes about a dozen)
 
 
 def backend_down(exc: Exception) -> ServiceUnavailable:
@@ -40,33 +55,84 @@ def _text(raw: Any) -> str:
 class TaskRecords:
     """The API's reads and writes of task records; a Redis outage is ``ServiceUnavailable``."""
 
-    def __init__(self, client: aioredis.Redis, ttl_s: int) -> None:
-        self.client, self.ttl_s = client, ttl_s
+    def __init__(self, client: aioredis.Redis, ttl_s: int, gone_s: int = 24 * 3600) -> None:
+        self.client, self.ttl_s, self.gone_s = client, ttl_s, gone_s
 
     async def issue(
-        self, task_ids: Sequence[str], source: str, publish: Callable[[], Awaitable[None]], undo: Iterable[str] = ()
+        self,
+        task_ids: Sequence[str],
+        source: str,
+        publish: Callable[[], Awaitable[None]],
+        undo: Iterable[str] = (),
+        batch: tuple[str, dict[str, Any]] | None = None,
     ) -> None:
         """Record ``task_ids`` as issued by ``source`` (one round trip), then ``publish`` their message(s).
 
-        If publishing fails, the records (and the keys in ``undo``, e.g. idempotency claims) are removed again:
-        an id whose message never reached the broker is not reported as queued.
+        Ids clients poll get a tombstone in the same round trip (``gone_slot``: 410 after expiry), and a ``batch``
+        (its id and record) is written with them. If publishing fails, the records (and the keys in ``undo``, e.g.
+        idempotency claims) are removed again: an id whose message never reached the broker is not reported as
+        queued.
         """
-        meta = json.dumps({"source": source, "issued_at": time.time()})
+        now = time.time()
+        meta = json.dumps({"source": source, "issued_at": now})
+        extra = [batch_key(batch[0])] if batch else []
         try:
             try:
-                if len(task_ids) == 1:
+                if len(task_ids) == 1 and source not in TOMBSTONED:
                     await self.client.set(task_key(task_ids[0]), meta, ex=self.ttl_s)
                 else:
                     async with self.client.pipeline(transaction=False) as pipe:
                         for task_id in task_ids:
                             pipe.set(task_key(task_id), meta, ex=self.ttl_s)
+                        if source in TOMBSTONED:
+                            self._tombstones(pipe, "task", task_ids, now)
+                        if batch:
+                            pipe.hset(batch_key(batch[0]), "meta", json.dumps(batch[1]))
+                            pipe.expire(batch_key(batch[0]), self.ttl_s)
+                            self._tombstones(pipe, "batch", [batch[0]], now)
                         await pipe.execute()
             except RedisError as exc:
                 raise backend_down(exc) from exc
             await publish()
         except Exception:
-            await self.release(*undo, *(task_key(t) for t in task_ids))
+            await self.release(*undo, *extra, *(task_key(t) for t in task_ids))
             raise
+
+    def _tombstones(self, pipe: Any, kind: str, ids: Sequence[str], now: float) -> None:
+        """Add ids to their hour's tombstone sets, kept until the last of them has been expired ``gone_s``."""
+        until = int((now // GONE_SLOT_S + 1) * GONE_SLOT_S) + self.ttl_s + self.gone_s
+        keys: set[str] = set()
+        for ident in ids:
+            key, member = gone_slot(kind, ident, now)
+            pipe.sadd(key, str(member))
+            keys.add(key)
+        for key in keys:
+            pipe.expireat(key, until)
+
+    async def gone(self, kind: str, ident: str) -> Gone | None:
+        """If ``ident`` (not found) was issued and has expired within ``gone_s``: the 410 to answer (one round trip)."""
+        now = time.time()
+        first = int((now - self.ttl_s - self.gone_s) // GONE_SLOT_S) - 1
+        last = int((now - self.ttl_s) // GONE_SLOT_S)  # ids issued later than this hour have not expired yet
+        hours = list(range(first, last + 1))
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for hour in hours:
+                    key, member = gone_slot(kind, ident, hour * GONE_SLOT_S)
+                    pipe.sismember(key, str(member))
+                found = await pipe.execute()
+        except RedisError as exc:
+            raise backend_down(exc) from exc
+        hits = [hour for hour, hit in zip(hours, found, strict=True) if hit]
+        if not hits:
+            return None
+        expired_at = min(now, (hits[-1] + 1) * GONE_SLOT_S + self.ttl_s)
+        TASK_GONE.labels(kind=kind).inc()
+        return Gone(f"{kind} {ident} has expired: results are kept {self.ttl_s} s", expired_at)
+
+    async def missing(self, task_id: str) -> Exception:
+        """The error for a task id without a record: 410 if it expired lately, else 404."""
+        return await self.gone("task", task_id) or TaskNotFound(task_id)
 
     async def release(self, *keys: str) -> None:
         """Remove records (best effort: they expire anyway)."""
@@ -129,7 +195,7 @@ class TaskRecords:
         except RedisError as exc:
             raise backend_down(exc) from exc
         if not issued and not raw:  # a result proves the id was issued, even if its record was lost
-            raise TaskNotFound(task_id)
+            raise await self.missing(task_id)
         status = task_status(task_id, json.loads(raw) if raw else None)
         if callback:
             status.callback = CallbackStatus.model_validate_json(callback)
@@ -174,6 +240,63 @@ class TaskRecords:
             raise backend_down(exc) from exc
         return bool(int(info.get("aof_enabled", 0)))
 
+    async def batch(self, batch_id: str) -> dict[str, Any] | None:
+        """A batch's record (``meta`` decoded, times as floats), or None if there is none."""
+        try:
+            raw = await self.client.hgetall(batch_key(batch_id))
+        except RedisError as exc:
+            raise backend_down(exc) from exc
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        if "meta" not in fields:
+            return None
+        record: dict[str, Any] = json.loads(fields.pop("meta"))
+        record.update({k: float(v) for k, v in fields.items()})
+        return record
+
+    async def metas(self, task_ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        """Celery's result records of many tasks in one round trip (None where there is none yet)."""
+        if not task_ids:
+            return []
+        try:
+            raws = await self.client.mget([result_key(t) for t in task_ids])
+        except RedisError as exc:
+            raise backend_down(exc) from exc
+        return [json.loads(raw) if raw else None for raw in raws]
+
+    async def cancel_batch(self, batch_id: str, task_ids: Sequence[str], revoked: Callable[[str], Any]) -> None:
+        """Cancel a batch's ``task_ids`` (none started) in one round trip: cancel markers for the workers, their
+        ``REVOKED`` records (``revoked(task_id)``: encoded as the backend stores them), and one batch event."""
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for task_id in task_ids:
+                    pipe.set(cancel_key(task_id), "1", ex=self.ttl_s)
+                    pipe.set(result_key(task_id), revoked(task_id), ex=self.ttl_s)
+                pipe.hsetnx(batch_key(batch_id), "cancelled_at", time.time())
+                add_events(pipe, batch_id, [(t, "REVOKED") for t in task_ids], self.ttl_s)
+                await pipe.execute()
+        except RedisError as exc:
+            raise backend_down(exc) from exc
+
+    async def last_batch_event(self, batch_id: str) -> str:
+        """The id of a batch's latest event (``0-0`` before the first)."""
+        try:
+            raw = await self.client.xrevrange(batch_events_key(batch_id), count=1)
+        except RedisError as exc:
+            raise backend_down(exc) from exc
+        return _text(raw[0][0]) if raw else "0-0"
+
+    async def batch_events(self, batch_id: str, after: str) -> list[tuple[str, str, list[tuple[str, str]]]]:
+        """A batch's events after the event id ``after``, oldest first: (id, kind, [(task id, state), ...])."""
+        try:
+            raw = await self.client.xrange(batch_events_key(batch_id), min=f"({after}", max="+")
+        except RedisError as exc:
+            raise backend_down(exc) from exc
+        out = []
+        for ident, fields in raw or []:
+            f = {_text(k): _text(v) for k, v in (fields or {}).items()}
+            out.append((_text(ident), f.get("kind", "tasks"), [(t, s) for t, s in json.loads(f.get("tasks", "[]"))]))
+        return out
+
     async def forget(self, task_id: str) -> None:
         """Drop a delivered group's result and record: nobody reads them again."""
         with contextlib.suppress(RedisError):
@@ -215,14 +338,28 @@ class WorkerRecords:
             return set()
         return {task_id for task_id, flag in zip(task_ids, flags, strict=True) if flag}
 
-    def store_results(self, results: dict[str, dict[str, Any]], encode: Callable[[Any], Any]) -> None:
-        """Store many successful results in one round trip, in Celery's own format (``encode``: the backend's).
+    def store_results(
+        self,
+        results: dict[str, dict[str, Any]],
+        encode: Callable[[Any], Any],
+        *,
+        expired: dict[str, float] | None = None,
+        failed: Sequence[str] = (),
+        batch: str | None = None,
+    ) -> None:
+        """Store a chunk's outcomes in one round trip, in Celery's own format (``encode``: the backend's):
+        successful results, and ``EXPIRED`` records for the tasks whose deadline (in ``expired``) had passed.
 
-        Not published: async results are polled, and every API process's result listener would otherwise
-        decode each of these messages while it serves.
+        The results themselves are not published (every API process's result listener would decode each): one
+        small event names the tasks that changed (``EVENTS_CHANNEL``, for event streams), and a ``batch`` gets an
+        entry in its event stream (``failed``: tasks already marked failed, which it names too).
         """
-        done = datetime.now(UTC).isoformat()
+        now = time.time()
+        done = datetime.fromtimestamp(now, UTC).isoformat()
+        expired = expired or {}
         with self.client.pipeline(transaction=False) as pipe:
+            for task_id, deadline in expired.items():
+                pipe.setex(result_key(task_id), self.ttl_s, encode(expired_meta(task_id, deadline, now)))
             for task_id, result in results.items():
                 meta: dict[str, Any] = {
                     "status": "SUCCESS",
@@ -233,7 +370,27 @@ class WorkerRecords:
                     "task_id": task_id,
                 }
                 pipe.setex(result_key(task_id), self.ttl_s, encode(meta))
+            changes = [(t, "SUCCESS") for t in results] + [(t, EXPIRED) for t in expired]
+            changes += [(t, "FAILURE") for t in failed]
+            if batch:
+                add_events(pipe, batch, changes, self.ttl_s)
+            elif changes:
+                pipe.publish(EVENTS_CHANNEL, json.dumps({"tasks": [t for t, _ in changes]}))
             pipe.execute()
+
+    def expire(self, task_id: str, deadline: float, encode: Callable[[Any], Any]) -> None:
+        """Record that ``task_id`` was not started by its ``deadline`` (``EXPIRED``), and say so."""
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.setex(result_key(task_id), self.ttl_s, encode(expired_meta(task_id, deadline, time.time())))
+            pipe.publish(EVENTS_CHANNEL, json.dumps({"tasks": [task_id]}))
+            pipe.execute()
+
+    def start_batch(self, batch_id: str) -> None:
+        """Note when a worker began a batch's first chunk (one round trip; later chunks change nothing)."""
+        if self.client.hsetnx(batch_key(batch_id), "started_at", time.time()):
+            with self.client.pipeline(transaction=False) as pipe:
+                add_events(pipe, batch_id, [], self.ttl_s, kind="started")
+                pipe.execute()
 
     def has_callback(self, task_id: str) -> bool:
         """Whether ``task_id`` has a completion callback registered."""
@@ -247,3 +404,12 @@ class WorkerRecords:
     def save_callback(self, task_id: str, callback: CallbackStatus) -> None:
         """Record a callback's delivery attempts."""
         self.client.set(callback_key(task_id), callback.model_dump_json(), ex=self.ttl_s)
+
+
+def add_events(pipe: Any, batch_id: str, changes: Sequence[tuple[str, str]], ttl_s: int, kind: str = "tasks") -> None:
+    """Queue on ``pipe``: a batch event stream entry for ``changes`` ((task id, state) pairs), and its notice on
+    ``EVENTS_CHANNEL`` (which names the batch and its tasks: watchers of either wake)."""
+    key = batch_events_key(batch_id)
+    pipe.xadd(key, {"kind": kind, "tasks": json.dumps(changes)}, maxlen=BATCH_EVENTS_MAX, approximate=True)
+    pipe.expire(key, ttl_s)
+    pipe.publish(EVENTS_CHANNEL, json.dumps({"batch": batch_id, "tasks": [t for t, _ in changes]}))

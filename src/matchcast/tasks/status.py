@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from matchcast.config import redact_text
 from matchcast.errors import Conflict, MatchcastError, PredictionFailed, from_wire
 from matchcast.schemas import TaskStatus
 
-READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
-TAKEN_OVER = frozenset({"FAILURE", "REVOKED"})  # an idempotency key pointing at such a task may be claimed again
+READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED", "EXPIRED"})
+# An idempotency key pointing at such a task may be claimed again.
+TAKEN_OVER = frozenset({"FAILURE", "REVOKED", "EXPIRED"})
+EXPIRED = "EXPIRED"  # matchcast's own state: the deadline passed before a worker started the task
+
+
+def expired_meta(task_id: str, deadline: float, now: float) -> dict[str, Any]:
+    """The result record of a task whose ``deadline`` (a Unix time) had passed when a worker came to it at ``now``."""
+    at, by = _iso(now), _iso(deadline)
+    return {
+        "status": EXPIRED,
+        "result": {"deadline": by, "expired_at": at, "reason": f"not started by its deadline {by} (checked {at})"},
+        "traceback": None,
+        "children": [],
+        "date_done": at,
+        "task_id": task_id,
+    }
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat()
 
 
 def error_text(meta: dict[str, Any]) -> str:
@@ -39,6 +59,16 @@ def task_status(task_id: str, meta: dict[str, Any] | None) -> TaskStatus:
         if not isinstance(result, dict):
             result = None
         return TaskStatus(task_id=task_id, status="SUCCESS", result=result)
+    if state == EXPIRED:
+        found = meta.get("result")
+        why: dict[str, Any] = found if isinstance(found, dict) else {}
+        return TaskStatus(
+            task_id=task_id,
+            status="EXPIRED",
+            error=str(why.get("reason") or "not started by its deadline"),
+            deadline=why.get("deadline"),
+            expired_at=why.get("expired_at"),
+        )
     if state == "FAILURE" and exc_type_of(meta) == "DeadLettered":
         return TaskStatus(task_id=task_id, status="DEAD_LETTERED", error=error_text(meta))
     if state in ("FAILURE", "REVOKED", "RETRY"):
@@ -50,7 +80,7 @@ def outcome(meta: dict[str, Any]) -> Any:
     """A finished task's result, or the domain error it ended with (as the API would have raised it)."""
     if meta.get("status") == "SUCCESS":
         return meta["result"]
-    if meta.get("status") == "REVOKED":
+    if meta.get("status") in ("REVOKED", EXPIRED):
         raise Conflict("the task was cancelled or expired before it ran")
     text = error_text(meta)
     raise from_wire(exc_type_of(meta), text.split(": ", 1)[-1]) or PredictionFailed(text)

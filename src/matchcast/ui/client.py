@@ -47,9 +47,18 @@ class UiConfig:
 class ApiError(Exception):
     """A failed call, with a sentence fit to show people (``message``) and what the API said."""
 
-    def __init__(self, message: str, *, status: int | None = None, type: str | None = None, detail: Any = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        type: str | None = None,
+        detail: Any = None,
+        body: dict[str, Any] | None = None,
+    ):
         super().__init__(message)
         self.message, self.status, self.type, self.detail = message, status, type, detail
+        self.body = body or {}  # the whole error body (e.g. a batch's unknown ``match_ids``)
 
 
 @dataclass(frozen=True)
@@ -121,7 +130,7 @@ def error_of(response: httpx.Response) -> ApiError:
         msg = f"Too many requests for the UI's API key ({detail}). Try again in a moment."
     else:
         msg = f"The API answered {status} {kind or ''}: {detail}".replace("  ", " ")
-    return ApiError(msg, status=status, type=kind, detail=detail)
+    return ApiError(msg, status=status, type=kind, detail=detail, body=body)
 
 
 class ApiClient:
@@ -244,6 +253,16 @@ class ApiClient:
     def submit(self, match_id: int) -> dict[str, Any]:
         """``POST /predict/async/``: queue a prediction; the answer has ``task_id`` and ``status_url``."""
         out: dict[str, Any] = self._call("POST", "/predict/async/", json={"match_id": match_id})
+        return out
+
+    def submit_batch(self, match_ids: list[int]) -> dict[str, Any]:
+        """``POST /predict/async/batch``: queue many; the answer has ``batch_id``, ``status_url`` and each task."""
+        out: dict[str, Any] = self._call("POST", "/predict/async/batch", json={"match_ids": match_ids})
+        return out
+
+    def batch_status(self, status_url: str, *, limit: int = 1000) -> dict[str, Any]:
+        """``GET /monitoring/batch_status/{batch_id}``: counts, and (up to ``limit``) results and failures."""
+        out: dict[str, Any] = self._call("GET", status_url, params={"limit": limit})
         return out
 
     def task_status(self, status_url: str) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 An API failure is shown as one sentence (``st.error``), never as a stack trace.
 
-About 470 lines on purpose: one function a page, each read top to bottom as the page appears, with the few
+About 490 lines on purpose: one function a page, each read top to bottom as the page appears, with the few
 small helpers they share; a module a page would leave those helpers imported back and forth.
 """
 
@@ -53,10 +53,8 @@ class Ui:
     client: ApiClient
     log: PredictionLog
     home: Path
-    poll_s: float = 0.5
+    poll_s: float = 1.0  # a batch is followed by one status request this often, however many matches it has
     batch_deadline_s: float = 180.0
-    # Status requests per round (every ``poll_s``), so a large batch stays within the API key's rate limit.
-    polls_per_round: int = 8
 
 
 def match_label(m: dict[str, Any]) -> str:
@@ -191,19 +189,25 @@ def _week_of(day: str) -> str:
 
 
 def _submit(ui: Ui, chosen: list[dict[str, Any]]) -> dict[str, Any]:
-    items = []
-    progress = st.progress(0.0, text="Submitting…")
-    for n, m in enumerate(chosen, 1):
-        item: dict[str, Any] = {"match": m, "status": "PENDING"}
+    """One batch for all chosen matches; matches the API does not know are left out (and listed)."""
+    items = {int(m["match_id"]): {"match": m, "status": "PENDING"} for m in chosen}
+    job: dict[str, Any] = {"started": time.monotonic(), "items": list(items.values()), "finished": False}
+    wanted = list(items)
+    while wanted:
         try:
-            sub = ui.client.submit(int(m["match_id"]))
-            item.update(task_id=sub["task_id"], status_url=sub["status_url"])
+            sub = ui.client.submit_batch(wanted)
         except ApiError as exc:
-            item.update(status="NOT SUBMITTED", error=exc.message)
-        items.append(item)
-        progress.progress(n / len(chosen), text=f"Submitted {n} of {len(chosen)}")
-    progress.empty()
-    return {"started": time.monotonic(), "items": items, "finished": False}
+            unknown = {int(i) for i in exc.body.get("match_ids") or []} & set(wanted) if exc.status == 404 else set()
+            for match_id in unknown or wanted:
+                error = f"Not found: no match with match_id={match_id}" if unknown else exc.message
+                items[match_id].update(status="NOT SUBMITTED", error=error)
+            wanted = [m for m in wanted if m not in unknown] if unknown else []
+            continue
+        job["status_url"] = sub["status_url"]
+        for task in sub["tasks"]:
+            items[int(task["match_id"])].update(task_id=task["task_id"], status_url=task["status_url"])
+        break
+    return job
 
 
 def _batch_tables(job: dict[str, Any], table: Any, failures: Any) -> None:
@@ -236,29 +240,37 @@ def _batch_tables(job: dict[str, Any], table: Any, failures: Any) -> None:
         failures.empty()
 
 
+def _read_batch(ui: Ui, job: dict[str, Any]) -> None:
+    """One batch status request: every task that ended since the last one takes its result or its failure."""
+    try:
+        batch = ui.client.batch_status(job["status_url"])
+    except ApiError as exc:
+        if exc.status in (404, 410):  # expired or never issued: it will not come back
+            for it in job["items"]:
+                if it["status"] in WAITING:
+                    it.update(status="EXPIRED", error=exc.message)
+        return  # anything else may pass; ask again
+    by_task = {it["task_id"]: it for it in job["items"] if "task_id" in it}
+    for done in batch.get("results", []):
+        it = by_task.get(done["task_id"])
+        if it is not None and it["status"] in WAITING:
+            it.update(status="SUCCESS", result=done["result"])
+            ui.log.add(done["result"], source="batch")
+    for failed in batch.get("failures", []):
+        it = by_task.get(failed["task_id"])
+        if it is not None and it["status"] in WAITING:
+            it.update(status=failed["status"], error=failed.get("error") or f"task ended {failed['status']}")
+
+
 def follow(ui: Ui, job: dict[str, Any]) -> None:
-    """Poll the status URLs of a batch until every task is done (or the deadline passes), showing progress."""
+    """Follow a batch by one status request a second until every task is done (or the deadline passes)."""
     items = job["items"]
     total = len(items)
     bar = st.progress(0.0, text=f"0 of {total} done")
     table, failures = st.empty(), st.empty()
     while True:
-        waiting = [it for it in items if it["status"] in WAITING and "status_url" in it]
-        start = job.get("cursor", 0) % max(len(waiting), 1)
-        job["cursor"] = start + ui.polls_per_round  # round-robin, so no task waits behind a slow one for ever
-        for it in (waiting[start:] + waiting[:start])[: ui.polls_per_round]:
-            try:
-                status = ui.client.task_status(it["status_url"])
-            except ApiError as exc:
-                if exc.status == 404:  # expired or never issued: it will not come back
-                    it.update(status="EXPIRED", error=exc.message)
-                continue  # anything else may pass; poll again
-            it["status"] = status["status"]
-            if status["status"] == "SUCCESS" and status.get("result"):
-                it["result"] = status["result"]
-                ui.log.add(status["result"], source="batch")
-            elif status["status"] not in WAITING:
-                it["error"] = status.get("error") or f"task ended {status['status']}"
+        if "status_url" in job and any(it["status"] in WAITING for it in items):
+            _read_batch(ui, job)
         done = sum(it["status"] not in WAITING for it in items)
         succeeded = sum(it["status"] == "SUCCESS" for it in items)
         bar.progress(done / total, text=f"{done} of {total} done ({succeeded} predicted)")
@@ -282,7 +294,8 @@ def batch(ui: Ui) -> None:
     """Submit a selection or a whole matchday asynchronously; follow the tasks to completion."""
     st.title("Batch predictions")
     st.caption(
-        "Each match is queued with POST /predict/async/; the progress bar fills as the status URLs report results."
+        "The matches are queued as one batch (POST /predict/async/batch); the progress bar fills as the batch's "
+        "status (one request a second) reports results."
     )
     everything = _upcoming_or_stop(ui)
     leagues = sorted({m["league"] for m in everything})

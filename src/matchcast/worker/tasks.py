@@ -14,7 +14,7 @@ from celery.exceptions import Ignore
 
 from matchcast.config import Settings
 from matchcast.errors import InvalidInput, NotFound, ServiceUnavailable
-from matchcast.metrics import TASK_DURATION, TASK_QUEUE_WAIT, TASKS
+from matchcast.metrics import TASK_DURATION, TASK_QUEUE_WAIT, TASKS, TASKS_EXPIRED
 from matchcast.service.callbacks import post_callback
 from matchcast.tasks.messages import deliver_callback as callback_message
 from matchcast.tasks.messages import enqueue
@@ -87,6 +87,22 @@ def _note_queue_wait(task: Task) -> None:
         TASK_QUEUE_WAIT.observe(max(0.0, time.time() - submitted))
 
 
+def deadlines_of(task: Task) -> dict[str, float]:
+    """The message's ``deadlines`` header: task id -> Unix time (none if absent or malformed)."""
+    raw = task.request.get("deadlines")
+    if not isinstance(raw, dict):
+        return {}
+    return {str(k): float(v) for k, v in raw.items() if isinstance(v, int | float)}
+
+
+def late(deadlines: dict[str, float], task_ids: Any) -> dict[str, float]:
+    """Which of these tasks are past their deadline now (task id -> its deadline)."""
+    if not deadlines:
+        return {}
+    now = time.time()
+    return {t: deadlines[t] for t in task_ids if t in deadlines and deadlines[t] < now}
+
+
 def predict_match(self: PredictTask, payload: dict[str, Any]) -> dict[str, Any]:
     """Predict one match: ``{"match_id": N}`` or inline ``{"features": {...}, ...}`` (the design note's task)."""
     task_id = self.request.id
@@ -94,6 +110,13 @@ def predict_match(self: PredictTask, payload: dict[str, Any]) -> dict[str, Any]:
         TASKS.labels(outcome="cancelled").inc()
         log.info("task_cancelled task_id=%s", task_id)
         self.backend.mark_as_revoked(task_id, reason="cancelled")  # started was recorded on receipt
+        raise Ignore()
+    expired = late(deadlines_of(self), [task_id])
+    if expired:
+        runtime().records.expire(task_id, expired[task_id], self.backend.encode)
+        TASKS_EXPIRED.labels(task=PREDICT_TASK).inc()
+        log.info("task_expired task_id=%s deadline=%s", task_id, expired[task_id])
+        schedule_callback(task_id)  # the callback hears the final state, as of any other ending
         raise Ignore()
     _note_queue_wait(self)
     started = time.perf_counter()
@@ -183,18 +206,30 @@ def predict_matches(self: PredictTask, payload: dict[str, Any]) -> int:
         raise InvalidInput("payload must be {'items': [[task_id, match_id], ...]}")
     started = time.perf_counter()
     rt = runtime()
+    batch = self.request.get("batch")
+    batch = batch if isinstance(batch, str) else None
+    if batch:
+        rt.records.start_batch(batch)
     cancelled = rt.records.starting([task_id for task_id, _ in items])
     wanted = {task_id: match_id for task_id, match_id in items if task_id not in cancelled}
-    outcomes = rt.service().predict_many(list(set(wanted.values())))
+    expired = late(deadlines_of(self), wanted)  # checked per task: a chunk mixes submissions
+    for task_id in expired:
+        del wanted[task_id]
+    outcomes = rt.service().predict_many(list(set(wanted.values()))) if wanted else {}
     ok: dict[str, dict[str, Any]] = {}
+    failed: list[str] = []
     for task_id, match_id in wanted.items():
         outcome = outcomes[match_id]
         if isinstance(outcome, Exception):
             rt.app.backend.mark_as_failure(task_id, outcome)
+            failed.append(task_id)
             TASKS.labels(outcome="not_found").inc()
         else:
             ok[task_id] = outcome
-    rt.records.store_results(ok, rt.app.backend.encode)
+    rt.records.store_results(ok, rt.app.backend.encode, expired=expired, failed=failed, batch=batch)
+    if expired:
+        TASKS_EXPIRED.labels(task=BULK_TASK).inc(len(expired))
+        log.info("expired chunk=%s tasks=%s", self.request.id, ",".join(expired))
     log.info("predicted chunk=%s tasks=%s", self.request.id, ",".join(ok))
     TASKS.labels(outcome="succeeded").inc(len(ok))
     TASK_DURATION.observe(time.perf_counter() - started)

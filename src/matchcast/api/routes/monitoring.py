@@ -15,7 +15,15 @@ from matchcast.api.deps import CatalogDep, DispatcherDep, SettingsDep, StoreDep
 from matchcast.config import Settings, redact_text, secrets_of
 from matchcast.data.dead_letters import DeadLetters
 from matchcast.metrics import DEAD_LETTERS, QUEUE_DEPTH, READINESS, exposition
-from matchcast.schemas import AsyncSubmitted, DeadLetterOut, DeadLetterPage, ErrorBody, Readiness, TaskStatus
+from matchcast.schemas import (
+    AsyncSubmitted,
+    DeadLetterOut,
+    DeadLetterPage,
+    ErrorBody,
+    GoneBody,
+    Readiness,
+    TaskStatus,
+)
 from matchcast.tasks.celery_app import queue_depth
 from matchcast.tasks.heartbeat import live_workers
 from matchcast.tasks.names import INTERACTIVE_QUEUE, ML_QUEUE
@@ -28,10 +36,14 @@ TaskId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-
 @router.get(
     "/monitoring/task_status/{task_id}",
     response_model=TaskStatus,
-    responses={404: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+    responses={
+        404: {"model": ErrorBody, "description": "No task with this id was issued (`task_not_found`)"},
+        410: {"model": GoneBody, "description": "The task's record and result expired (`task_gone`, `expired_at`)"},
+        503: {"model": ErrorBody},
+    },
 )
 async def task_status(task_id: TaskId, dispatcher: DispatcherDep) -> TaskStatus:
-    """What became of an issued task; 404 for ids never issued or expired."""
+    """What became of an issued task; 410 for one expired lately (``MATCHCAST_TASK_GONE_S``), 404 otherwise."""
     return await dispatcher.status(task_id)
 
 

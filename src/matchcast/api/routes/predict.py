@@ -8,9 +8,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Query, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from matchcast.api.deps import DispatcherDep, Parts, PartsDep, StoreDep
+from matchcast.api.auth import PredictKey
+from matchcast.api.deps import DispatcherDep, Parts, PartsDep, SettingsDep, StoreDep
+from matchcast.config import Settings
 from matchcast.data.features import FEATURE_VERSION
-from matchcast.errors import InvalidInput, MatchNotFound, NotFound, PredictionTimeout
+from matchcast.errors import InvalidInput, MatchesNotFound, MatchNotFound, PredictionTimeout
 from matchcast.metrics import PREDICTION_LATENCY, PREDICTION_REQUESTS, PREDICTION_TIMEOUTS
 from matchcast.schemas import (
     MATCH_ID_MAX,
@@ -26,6 +28,7 @@ from matchcast.schemas import (
     MatchPage,
     ModelInfo,
     Prediction,
+    _Deadline,
 )
 from matchcast.service.callbacks_policy import check_callback_url_for
 from matchcast.service.match_index import KnownMatches
@@ -80,16 +83,35 @@ async def sync_prediction(parts: Parts, payload: dict[str, object], idempotency_
 
 
 async def accept_stored(
-    parts: Parts, match_id: int, model: ModelInfo, idempotency_key: str | None = None, callback_url: str | None = None
+    parts: Parts,
+    match_id: int,
+    model: ModelInfo,
+    idempotency_key: str | None = None,
+    callback_url: str | None = None,
+    deadline: float | None = None,
 ) -> bytes:
     """Queue a prediction of a stored match, as the JSON body of the 202 answer.
 
     Without an ``idempotency_key``, the key is the match, model version and feature version: while such a task
     is queued, running or done, the same task comes back."""
     key = idempotency_key or f"match:{match_id}:{model.version}:{FEATURE_VERSION}"
-    task_id = await parts.dispatcher.submit({"match_id": match_id}, idempotency_key=key, callback_url=callback_url)
+    task_id = await parts.dispatcher.submit(
+        {"match_id": match_id}, idempotency_key=key, callback_url=callback_url, deadline=deadline
+    )
     _ASYNC_REQUESTS.inc()
     return AsyncSubmitted(task_id=task_id, status_url=f"/monitoring/task_status/{task_id}").model_dump_json().encode()
+
+
+def deadline_of(body: _Deadline, settings: Settings) -> float | None:
+    """A request's deadline as a Unix time; 422 if it has passed or lies beyond the task records' TTL."""
+    now = time.time()
+    try:
+        deadline = body.deadline_ts(now)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    if deadline is not None and not now < deadline <= now + settings.task_ttl_s:
+        raise InvalidInput(f"the deadline must lie in the future, at most {settings.task_ttl_s} s ahead")
+    return deadline
 
 
 async def _require_match(matches: KnownMatches, match_id: int) -> None:
@@ -147,19 +169,21 @@ async def predict_inline(
 async def predict_async(
     body: AsyncPredictionRequest, parts: PartsDep, idempotency_key: IdempotencyKey = None
 ) -> Response:
-    """Queue a prediction of a stored match; poll ``status_url`` for the result.
+    """Queue a prediction of a stored match; poll ``status_url`` (or stream its ``/events``) for the result.
 
+    With ``deadline`` (or ``ttl_s``), a task not started by then is not computed and ends ``EXPIRED``.
     Idempotent: while a task for the same match, model version and feature version is queued, running or done,
     the same ``task_id`` comes back and the model does not run again.
     """
     settings = parts.settings
+    deadline = deadline_of(body, settings)
     await _require_match(parts.known_matches(), body.match_id)
     model = await parts.model_info()
     if body.callback_url is not None:
         if settings.callback_secret is None:
             raise InvalidInput("callbacks are off: set MATCHCAST_CALLBACK_SECRET to sign them")
         await run_in_threadpool(check_callback_url_for, settings, body.callback_url)
-    body_out = await accept_stored(parts, body.match_id, model, idempotency_key, body.callback_url)
+    body_out = await accept_stored(parts, body.match_id, model, idempotency_key, body.callback_url, deadline)
     return Response(body_out, status_code=status.HTTP_202_ACCEPTED, media_type="application/json")
 
 
@@ -170,21 +194,27 @@ async def predict_async(
     responses={404: _ERR, 422: _ERR, 429: _ERR, 503: _ERR},
 )
 async def predict_async_batch(
-    body: BatchPredictionRequest, dispatcher: DispatcherDep, store: StoreDep
+    body: BatchPredictionRequest, dispatcher: DispatcherDep, store: StoreDep, settings: SettingsDep, key: PredictKey
 ) -> BatchSubmitted:
     """Queue up to 1,000 stored matches (e.g. a whole matchday); workers predict them in vectorised chunks.
 
+    The batch is a resource: ``status_url`` gives counts, times, results and failures of all its tasks at once
+    (``?format=csv`` the whole table; ``/events`` streams its progress; ``DELETE`` cancels what has not started).
+    With ``deadline`` (or ``ttl_s``), tasks not started by then are not computed and end ``EXPIRED``.
     All or nothing: if any match id is unknown, nothing is queued and 404 names them.
     """
+    deadline = deadline_of(body, settings)
     wanted = list(dict.fromkeys(body.match_ids))
     known = await run_in_threadpool(store.existing, wanted)
     unknown = [m for m in wanted if m not in known]
     if unknown:
-        raise NotFound(f"unknown match ids (nothing was queued): {unknown[:20]}")
-    ids = await dispatcher.submit_batch(wanted)
+        raise MatchesNotFound(unknown)
+    batch_id, ids = await dispatcher.submit_batch(wanted, deadline=deadline, key=key.key_id if key else None)
     _ASYNC_REQUESTS.inc(len(ids))
     tasks = [BatchTask(match_id=m, task_id=t, status_url=f"/monitoring/task_status/{t}") for m, t in ids.items()]
-    return BatchSubmitted(count=len(tasks), tasks=tasks)
+    return BatchSubmitted(
+        count=len(tasks), batch_id=batch_id, status_url=f"/monitoring/batch_status/{batch_id}", tasks=tasks
+    )
 
 
 @router.get("/{match_id}", response_model=Prediction, responses={404: _ERR, 503: _ERR, 504: _ERR})
