@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 
+from matchcast.api.background import BackgroundLoop
 from matchcast.errors import MatchcastError
 from matchcast.metrics import RESULT_BACKEND_PERSISTENT, RESULT_BACKEND_RESETS
 from matchcast.tasks.records import TaskRecords
@@ -22,15 +23,16 @@ log = logging.getLogger("matchcast.api")
 WATCH_S = 2.0
 
 
-class BackendWatch:
+class BackendWatch(BackgroundLoop):
     """Checks the backend's epoch marker and persistence every ``interval_s`` seconds."""
+
+    task_name = "matchcast-backend-watch"
 
     def __init__(self, records: TaskRecords, interval_s: float = WATCH_S) -> None:
         self.records, self.interval_s = records, interval_s
         self.epoch: str | None = None
         self.lost_at: float | None = None
         self.persistent: bool | None = None
-        self._task: asyncio.Task[None] | None = None
 
     async def check(self) -> None:
         """Read (or create) the epoch marker; a different epoch than last time means the data was lost."""
@@ -68,14 +70,3 @@ class BackendWatch:
             with contextlib.suppress(MatchcastError):  # an unreachable backend is /ready's result_backend check
                 await self.check()
             await asyncio.sleep(self.interval_s)
-
-    async def start(self) -> None:
-        """Start watching in the background."""
-        self._task = asyncio.create_task(self._run(), name="matchcast-backend-watch")
-
-    async def stop(self) -> None:
-        """Stop watching."""
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task

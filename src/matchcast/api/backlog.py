@@ -11,6 +11,7 @@ import time
 from kombu import Connection
 from starlette.concurrency import run_in_threadpool
 
+from matchcast.api.background import BackgroundLoop
 from matchcast.config import Settings
 from matchcast.data.dead_letters import DeadLetters
 from matchcast.errors import Overloaded
@@ -23,8 +24,10 @@ log = logging.getLogger("matchcast.api")
 DEAD_LETTER_SAMPLE_S = 15.0
 
 
-class BacklogSampler:
+class BacklogSampler(BackgroundLoop):
     """Samples the depth of ``ml`` in the background so that admission control costs nothing per request."""
+
+    task_name = "matchcast-backlog-sampler"
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -32,7 +35,6 @@ class BacklogSampler:
         self.consumers: int | None = None
         self.sampled_at = 0.0
         self._conn: Connection | None = None
-        self._task: asyncio.Task[None] | None = None
 
     def _sample(self) -> tuple[int, int | None]:
         if self._conn is None:
@@ -63,16 +65,9 @@ class BacklogSampler:
                 self.depth = None
             await asyncio.sleep(self.settings.backlog_sample_s)
 
-    async def start(self) -> None:
-        """Start sampling."""
-        self._task = asyncio.create_task(self._run(), name="matchcast-backlog-sampler")
-
     async def stop(self) -> None:
-        """Stop sampling."""
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        """Stop sampling and release the broker connection."""
+        await super().stop()
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 await run_in_threadpool(self._conn.release)

@@ -12,35 +12,26 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from matchcast.api.background import BackgroundLoop
 from matchcast.tasks.keys import EVENTS_CHANNEL, RESULT_KEY
 from matchcast.tasks.status import READY_STATES
 
 log = logging.getLogger("matchcast.api")
 
 
-class ResultListener:
+class ResultListener(BackgroundLoop):
     """Pattern-subscribes once to Celery's result channels and wakes the waiters of finished tasks."""
+
+    task_name = "matchcast-result-listener"
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
         self.waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        self._task: asyncio.Task[None] | None = None
         # The event hub: whether anyone watches (checked before decoding a notice), the ids that changed, and
         # a reconnect (notices may have been missed meanwhile).
         self.watched: Callable[[], bool] = lambda: False
         self.changed: Callable[[list[str]], None] = lambda ids: None
         self.reconnected: Callable[[], None] = lambda: None
-
-    async def start(self) -> None:
-        """Start listening in the background."""
-        self._task = asyncio.create_task(self._run(), name="matchcast-result-listener")
-
-    async def stop(self) -> None:
-        """Stop listening."""
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
 
     async def _run(self) -> None:
         while True:

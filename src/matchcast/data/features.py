@@ -21,6 +21,9 @@ whether the match was played without crowds (2020-21). The constants were tuned 
 
 Features are computed by name (``FeatureState.named_features``); ``feature_row`` alone puts them in order, that of
 ``FEATURE_NAMES`` (the schema's fields), for the model's columns and the stored rows.
+
+Past 400 lines on purpose: the ratings, the Poisson fits and the form tables are folded in one date-ordered pass
+over one state (``FeatureState``); split across modules, each would reach into the others' share of that state.
 """
 
 from __future__ import annotations

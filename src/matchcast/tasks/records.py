@@ -5,6 +5,9 @@ record, in the same round trip), claiming idempotency keys (one request, or a wh
 reading results and status, cancelling, registering callbacks. Dead-letter replay uses it too. ``WorkerRecords``
 is the worker's side (blocking): cancel checks, storing a chunk's outcomes (and its events), reading and updating
 callbacks. The keys and their TTLs are in ``keys.py``.
+
+Past 400 lines on purpose: every write to a task's keys is in this one module, so that who writes what, in which
+round trip, reads in one place (``docs/architecture.md`` draws the same table).
 """
 
 from __future__ import annotations
