@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     api_fast_path: bool = Field(
         default=True, description="Answer everyday prediction requests below FastAPI's routing (api/fastpath.py)"
     )
+    markets: bool = Field(
+        default=True, description="Predictions carry expected goals and the goal markets of their scoreline grid"
+    )
     task_ttl_s: int = Field(default=24 * 3600, ge=60)
     readiness_timeout_s: float = Field(default=2.0, gt=0)
 

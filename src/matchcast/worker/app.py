@@ -48,7 +48,9 @@ def get_service() -> PredictionService:
 def _init_service() -> None:
     global _service
     started = time.perf_counter()
-    _service = PredictionService(store_for(settings), registry_for(settings), settings.model_alias)
+    _service = PredictionService(
+        store_for(settings), registry_for(settings), settings.model_alias, markets=settings.markets
+    )
     MODEL_LOADS.labels(version=_service.model.version).inc()
     log.info(
         "model_loaded pid=%d name=%s version=%s alias=%s seconds=%.3f",
