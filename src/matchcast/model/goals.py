@@ -154,33 +154,30 @@ def score_grids(goals: GoalsModel, x: FloatArray, z: FloatArray, probs: FloatArr
 def fit_rho(lam: FloatArray, home_goals: npt.ArrayLike, away_goals: npt.ArrayLike) -> float:
     """The ``rho`` that maximises the likelihood of the observed scores under the conformed grids.
 
-    With each region's mass fixed by the classifier, the score's likelihood is its cell's share of its region,
-    and only four cells move with ``rho``: a one-dimensional search over O(n) sums."""
+    With each region's mass fixed by the classifier, a score's likelihood is its cell's share of its region,
+    and only the four low-score cells move with ``rho``: a search over a grid of ``rho``, vectorised over it."""
     hg, ag = np.asarray(home_goals, dtype=np.int64), np.asarray(away_goals, dtype=np.int64)
     keep = (hg <= MAX_GOALS) & (ag <= MAX_GOALS)
     hg, ag, lh, la = hg[keep], ag[keep], lam[keep, 0], lam[keep, 1]
-    base = poisson_pmf(lh)[:, :, None] * poisson_pmf(la)[:, None, :]
-    flat = base.reshape(len(base), -1)
-    regions = flat @ _REGIONS
-    cell = flat[np.arange(len(flat)), hg * SIDE + ag]
-    region = np.where(hg > ag, 0, np.where(hg == ag, 1, 2))
-    best, best_ll = 0.0, -np.inf
-    for rho in np.linspace(RHO_BOUNDS[0], RHO_BOUNDS[1], 61):
-        r = np.minimum(np.maximum(rho, -1.0 / np.maximum(lh, la)), np.minimum(1.0, 1.0 / (lh * la)))
-        t00, t01, t10, t11 = 1 - lh * la * r, 1 + lh * r, 1 + la * r, 1 - r
-        sums = regions.copy()
-        sums[:, 0] += (t10 - 1) * flat[:, SIDE]
-        sums[:, 1] += (t00 - 1) * flat[:, 0] + (t11 - 1) * flat[:, SIDE + 1]
-        sums[:, 2] += (t01 - 1) * flat[:, 1]
-        tau = np.ones(len(hg))
-        tau = np.where((hg == 0) & (ag == 0), t00, tau)
-        tau = np.where((hg == 0) & (ag == 1), t01, tau)
-        tau = np.where((hg == 1) & (ag == 0), t10, tau)
-        tau = np.where((hg == 1) & (ag == 1), t11, tau)
-        ll = float(np.log(np.maximum(cell * tau, _TINY) / sums[np.arange(len(hg)), region]).sum())
-        if ll > best_ll:
-            best, best_ll = float(rho), ll
-    return best
+    ph, pa = poisson_pmf(lh), poisson_pmf(la)
+    away_below = np.cumsum(pa, axis=1) - pa  # P(away goals < i)
+    home_region = (ph * away_below).sum(axis=1)
+    draw_region = (ph * pa).sum(axis=1)
+    base = np.where(
+        hg > ag, home_region, np.where(hg == ag, draw_region, ph.sum(1) * pa.sum(1) - home_region - draw_region)
+    )
+    f00, f01, f10, f11 = ph[:, 0] * pa[:, 0], ph[:, 0] * pa[:, 1], ph[:, 1] * pa[:, 0], ph[:, 1] * pa[:, 1]
+    m00, m01, m10, m11 = ((hg == h) & (ag == a) for h, a in ((0, 0), (0, 1), (1, 0), (1, 1)))
+    in_home, in_draw, in_away = hg > ag, hg == ag, hg < ag
+    rhos = np.linspace(RHO_BOUNDS[0], RHO_BOUNDS[1], 31)[:, None]  # steps of 0.02
+    r = np.minimum(np.maximum(rhos, -1.0 / np.maximum(lh, la)), np.minimum(1.0, 1.0 / (lh * la)))
+    t00, t01, t10, t11 = 1 - lh * la * r, 1 + lh * r, 1 + la * r, 1 - r
+    tau = np.where(m00, t00, np.where(m01, t01, np.where(m10, t10, np.where(m11, t11, 1.0))))
+    region = base + np.where(
+        in_home, (t10 - 1) * f10, np.where(in_draw, (t00 - 1) * f00 + (t11 - 1) * f11, in_away * (t01 - 1) * f01)
+    )
+    ll = np.log(np.maximum(tau, _TINY)).sum(axis=1) - np.log(np.maximum(region, _TINY)).sum(axis=1)
+    return float(rhos[int(np.argmax(ll)), 0])
 
 
 def fit_goals(z: FloatArray, home_goals: npt.ArrayLike, away_goals: npt.ArrayLike, alpha: float) -> GoalsModel:
