@@ -9,7 +9,9 @@ is ingested with all results) and prints:
 - training on every finished match: features + fit (``make_pipeline``), and the whole ``matchcast train``
   (held-out scoring, refit, MLflow logging and registration into a temp registry);
 - the full default ``matchcast evaluate`` (2020/21 to 2024/25, five leagues, MLflow logging included);
-- in-process model time: one prediction, and a 380-match season as one batch (``Predictor.predict_proba``).
+- in-process model time: one prediction, and a 380-match season as one batch (``Predictor.predict_proba``);
+  with full markets: the season's score grids (``Predictor.predict_grid``) and every market as the API's JSON
+  (``goals.markets_json``), the whole of the model's share of a prediction with markets on.
 
 Timings on a shared machine are noisy: each is the best of a few runs where that is cheap.
 """
@@ -105,6 +107,16 @@ def main() -> int:
     results["single prediction, in-process (µs)"] = statistics.median(per_call) * 1e6
     results["380-match season, one batch (µs)"] = best_of(lambda: predictor.predict_proba(season), 50) * 1e6
     assert np.allclose(predictor.predict_proba(season).sum(axis=1), 1.0)
+
+    from matchcast.model.goals import DEFAULT_GOALS_ALPHA, fit_goals, markets_json
+
+    goals = fit_goals(predictor.standardise(ds.x), ds.home_goals, ds.away_goals, DEFAULT_GOALS_ALPHA)
+    full = predictor.with_goals(goals)
+    results["380-match season, grids (µs)"] = best_of(lambda: full.predict_grid(season), 50) * 1e6
+    results["380-match season, grids + all markets as JSON (µs)"] = (
+        best_of(lambda: markets_json(full.predict_grid(season)[1]), 20) * 1e6
+    )
+    results["1 match, grid + all markets as JSON (µs)"] = best_of(lambda: markets_json(full.predict_grid(one)[1]), 200) * 1e6
 
     width = max(len(k) for k in results)
     for k, v in results.items():

@@ -238,7 +238,9 @@ def model_time(stack: Stack, repeats: int = 200) -> dict[str, Any]:
 
     assert stack.settings is not None
     store = store_for(stack.settings)
-    svc = PredictionService(store, registry_for(stack.settings), stack.settings.model_alias)
+    svc = PredictionService(
+        store, registry_for(stack.settings), stack.settings.model_alias, markets=stack.settings.markets
+    )
     rows = store.feature_table()
     x380 = np.asarray([values for _, _, values in rows[-380:]], dtype=np.float64)
     x1 = x380[:1]

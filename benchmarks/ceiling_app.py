@@ -23,7 +23,9 @@ from matchcast.service.wiring import registry_for, store_for
 def create_app() -> FastAPI:
     """The ceiling app for the settings in the environment."""
     settings = Settings()
-    service = PredictionService(store_for(settings), registry_for(settings), settings.model_alias)
+    service = PredictionService(
+        store_for(settings), registry_for(settings), settings.model_alias, markets=settings.markets
+    )
     app = FastAPI(title="matchcast ceiling (in-process model)")
 
     @app.get("/health")

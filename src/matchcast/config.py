@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     api_fast_path: bool = Field(
         default=True, description="Answer everyday prediction requests below FastAPI's routing (api/fastpath.py)"
     )
+    markets: bool = Field(
+        default=True, description="Predictions carry expected goals and the goal markets of their scoreline grid"
+    )
     task_ttl_s: int = Field(default=24 * 3600, ge=60)
     task_gone_s: int = Field(
         default=24 * 3600, ge=0, le=7 * 24 * 3600, description="After expiry, ids answer 410 (not 404) this long"

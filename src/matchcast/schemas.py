@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic.config import JsonDict
+from typing_extensions import TypedDict
 
 TeamName = Annotated[str, Field(min_length=1, max_length=64)]
 
@@ -188,6 +189,8 @@ EXAMPLE_FEATURES: JsonDict = {
     "no_crowd": 0,
 }
 
+GRID_DESCRIPTION = "Also return the whole scoreline grid (home goals x away goals, 0..10 each)"
+
 
 class InlinePredictionRequest(_Strict):
     """``POST /predict/``: features given inline, with optional labels for the answer."""
@@ -205,6 +208,7 @@ class InlinePredictionRequest(_Strict):
     home_team: TeamName | None = None
     away_team: TeamName | None = None
     date: IsoDate | None = None
+    grid: bool = Field(default=False, strict=True, description=GRID_DESCRIPTION)
 
 
 # An absolute http(s) URL: scheme, a host without credentials, then an optional path, query or fragment. Whether
@@ -251,6 +255,7 @@ class AsyncPredictionRequest(_Deadline):
         description="Absolute http(s) URL that gets the final status, signed. Refused with 422 when callbacks are off "
         "(`invalid_input`: no MATCHCAST_CALLBACK_SECRET) or the SSRF policy refuses it (`callback_url_refused`)",
     )
+    grid: bool = Field(default=False, strict=True, description=GRID_DESCRIPTION)
 
 
 class BatchPredictionRequest(_Deadline):
@@ -293,6 +298,77 @@ class Probabilities(BaseModel):
         return self
 
 
+Probability = Annotated[float, Field(ge=0, le=1)]
+
+# The markets are TypedDicts, not models: a prediction carries about thirty of these small objects, and
+# validating dicts costs a third of building model instances (the API validates every prediction it serves).
+
+
+class ExpectedGoals(TypedDict):
+    """Mean goals of each side under the match's scoreline grid."""
+
+    home: Annotated[float, Field(ge=0, le=10, examples=[1.52])]
+    away: Annotated[float, Field(ge=0, le=10, examples=[1.08])]
+
+
+class OverUnder(TypedDict):
+    """Total goals over or under a half-goal line."""
+
+    line: Annotated[float, Field(examples=[2.5])]
+    over: Annotated[Probability, Field(examples=[0.49])]
+    under: Annotated[Probability, Field(examples=[0.51])]
+
+
+class BothTeamsToScore(TypedDict):
+    """Both teams score (yes) or at least one does not (no)."""
+
+    yes: Annotated[Probability, Field(examples=[0.52])]
+    no: Annotated[Probability, Field(examples=[0.48])]
+
+
+class DoubleChance(TypedDict):
+    """Two of the three outcomes: home or draw, home or away, draw or away."""
+
+    home_draw: Annotated[Probability, Field(examples=[0.73])]
+    home_away: Annotated[Probability, Field(examples=[0.74])]
+    draw_away: Annotated[Probability, Field(examples=[0.53])]
+
+
+class DrawNoBet(TypedDict):
+    """Home or away win given that the match is not drawn (a draw returns the stake)."""
+
+    home: Annotated[Probability, Field(examples=[0.64])]
+    away: Annotated[Probability, Field(examples=[0.36])]
+
+
+class AsianHandicap(TypedDict):
+    """The home side with ``line`` goals added: wins, pushes (whole lines only) or loses."""
+
+    line: Annotated[float, Field(examples=[-0.5])]
+    win: Annotated[Probability, Field(examples=[0.47])]
+    push: Annotated[Probability, Field(examples=[0.0])]
+    lose: Annotated[Probability, Field(examples=[0.53])]
+
+
+class ScoreProbability(TypedDict):
+    """One scoreline and its probability."""
+
+    home_goals: Annotated[int, Field(ge=0, le=10, examples=[1])]
+    away_goals: Annotated[int, Field(ge=0, le=10, examples=[1])]
+    probability: Annotated[Probability, Field(examples=[0.12])]
+
+
+class Markets(TypedDict):
+    """Goal markets, each a sum of cells of the match's scoreline grid (so they agree with each other and 1X2)."""
+
+    over_under: Annotated[list[OverUnder], Field(description="Total goals, lines 0.5 to 4.5")]
+    btts: BothTeamsToScore
+    double_chance: DoubleChance
+    draw_no_bet: DrawNoBet
+    asian_handicap: Annotated[list[AsianHandicap], Field(description="The home side's handicap, lines -2.5 to +2.5")]
+    top_scores: Annotated[list[ScoreProbability], Field(description="The five likeliest scorelines, likeliest first")]
+
+
 class Prediction(BaseModel):
     """One prediction, as returned by both modes."""
 
@@ -306,6 +382,12 @@ class Prediction(BaseModel):
     model_version: str
     feature_version: str | None = None
     predicted_at: dt.datetime
+    expected_goals: ExpectedGoals | None = Field(default=None, description="None when markets are off")
+    markets: Markets | None = Field(default=None, description="None when markets are off")
+    grid: list[list[Probability]] | None = Field(
+        default=None,
+        description="P(home goals = row, away goals = column), 0..10 each; only when asked for (grid=true)",
+    )
 
 
 class AsyncSubmitted(BaseModel):

@@ -66,3 +66,43 @@ def test_promotion_needs_a_better_candidate_on_the_same_window(tmp_path: Path) -
     done = promote(settings, worse.version, force=True)
     assert (done.version, done.previous, done.forced) == (worse.version, "1", True)
     assert reg.version_of("champion") == worse.version
+
+
+def test_the_goals_model_travels_in_the_registered_model(tmp_path: Path) -> None:
+    import mlflow.models
+    import numpy as np
+
+    from matchcast.model.goals import region_sums
+    from matchcast.model.predictor import Predictor, make_pipeline
+    from matchcast.schemas import FEATURE_NAMES
+    from matchcast.service.training import build_dataset
+
+    settings = Settings(home=tmp_path)
+    ingest_subset(settings, leagues=("la-liga",), first_season=18)
+    train_model(settings)
+    reg = registry_for(settings)
+    info = reg.info("champion")
+    assert info.params["goals_model"] == "poisson_regression_dixon_coles"
+    assert -0.3 <= float(info.params["goals_rho"]) <= 0.3
+    # Held-out goal markets are scored (one league's few seasons: near a coin on both teams to score).
+    assert 0.5 < info.metrics["heldout_btts_log_loss"] < 0.75 and 0.5 < info.metrics["heldout_ou25_log_loss"] < 0.75
+    assert info.metrics["heldout_score_log_loss"] < np.log(121)
+    stored = mlflow.models.get_model_info(f"models:/{reg.name}/{info.version}").metadata["goals_model"]
+    svc = PredictionService(store_for(settings), reg, "champion")
+    goals = svc.model.predictor.goals
+    assert goals is not None and goals.coef is not None and np.array_equal(goals.coef, np.array(stored["coef"]))
+    ds = build_dataset(store_for(settings))
+    probs, grid = svc.model.predictor.predict_grid(ds.x[-380:])
+    assert np.abs(region_sums(grid) - probs).max() < 1e-12
+    lam = goals.rates(ds.x[-380:], svc.model.predictor.standardise(ds.x[-380:]))
+    assert 1.0 < lam[:, 0].mean() < 2.0 and 0.7 < lam[:, 1].mean() < 1.6  # home scores more
+    # A version registered the old way (no goals model in the MLflow model) still serves, from the features.
+    pipe = make_pipeline().fit(ds.x, ds.y)
+    tags = {"feature_names": __import__("json").dumps(list(FEATURE_NAMES)), "feature_version": "old"}
+    old = reg.log_and_register(pipe, params={}, metrics={}, tags=tags)
+    reg.set_alias("old", old)
+    legacy = PredictionService(store_for(settings), reg, "old")
+    assert legacy.model.predictor.goals is None
+    assert isinstance(legacy.model.predictor, Predictor)
+    entry = legacy.predict_each([{"match_id": int(m.match_id)} for m in store_for(settings).all_matches()[-3:]])
+    assert all(e["prediction"]["markets"]["btts"]["yes"] > 0 for e in entry)

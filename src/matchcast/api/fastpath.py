@@ -107,7 +107,7 @@ class FastPaths:
                 await self._async(scope, receive, send)
                 return
             tail = path[len(SYNC_PREFIX) :]
-            if method == "GET" and path.startswith(SYNC_PREFIX) and _is_match_id(tail):
+            if method == "GET" and path.startswith(SYNC_PREFIX) and _is_match_id(tail) and not scope["query_string"]:
                 await self._sync(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -355,6 +355,9 @@ def evaluate(
     stdout = Console() if sys.stdout.isatty() else Console(width=120)  # files and pipes get the whole table
     for metric in METRICS:
         stdout.print(_score_table(ev.summary, metric, by_season and metric == "rps"))
+    from matchcast.cli.goal_tables import goal_table
+
+    stdout.print(goal_table(ev.goals))
     dc = ev.paired["dc"]
     stdout.print(
         f"pooled RPS difference matchcast - Dixon-Coles: {dc['mean']:+.4f} (SE {dc['se']:.4f}, "
@@ -362,7 +365,8 @@ def evaluate(
     )
     console.print(
         f"{ev.counts['matches']} matches on {ev.counts['days']} days, {ev.counts['model_refits']} model refits, "
-        f"{ev.counts['dc_fits']} Dixon-Coles fits, in {result.seconds:.0f} s; outputs in {result.out}"
+        f"{ev.counts['dc_fits']} Dixon-Coles fits ({ev.counts['dc_failed_predictions']} Dixon-Coles grids refused, "
+        f"replaced by clipped ones), in {result.seconds:.0f} s; outputs in {result.out}"
         + (f"; MLflow run {result.run_id}" if result.run_id else "")
     )
 

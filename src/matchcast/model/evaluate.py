@@ -4,19 +4,19 @@ For every match day of the evaluation window each model forecasts that day's mat
 days only:
 
 - **matchcast**: the features of ``compute_features`` (ratings and form move after every match day) and the
-  serving model (``make_pipeline`` reduced to a ``Predictor``), refit on every finished match before the day on
-  the first day and then every ``refit_days`` days;
+  serving model (``make_pipeline`` reduced to a ``Predictor``, with its goals model and score grid), refit on
+  every finished match before the day on the first day and then every ``refit_days`` days;
 - **Dixon-Coles** (penaltyblog): per league, refit every ``dc_refit_days`` days on the league's matches of the
   ``dc_window_days`` before the day, weighted by ``exp(-xi * age in days)``;
 - **frequency**: the league's home/draw/away shares over every earlier match (one pseudo-match each);
 - **uniform**: one third each.
 
-One module of about 430 lines on purpose: the walk-forward loop, its per-model forecasts and the scoring of
-their paired differences read as one procedure, and splitting them would scatter what "the same matches"
-means across files.
+The goal markets (over/under 2.5, both teams to score, exact score, total goals) are scored on the same matches
+from each model's score grid (``evaluate_goals``). penaltyblog is an optional dependency
+(``pip install 'matchcast[eval]'``), imported by the evaluation only (``dixon_coles``), never on the serving path.
 
-penaltyblog is an optional dependency (``pip install 'matchcast[eval]'``), imported here only, never on the
-serving path.
+Just over 400 lines: the walk-forward loop, its 1X2 scores and their outputs read best together; the Dixon-Coles
+baseline and the goal-market scoring are modules of their own.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,18 @@ import pandas as pd
 
 from matchcast.data.features import MatchLike
 from matchcast.errors import InvalidInput
+from matchcast.model.dixon_coles import DixonColes
+from matchcast.model.evaluate_goals import (
+    UNIFORM_SUMMARY,
+    ScoreFrequencies,
+    goal_calibration_table,
+    goal_columns,
+    plot_goal_calibration,
+    summarise_goals,
+)
+from matchcast.model.goals import DEFAULT_GOALS_ALPHA, fit_goals, goal_summary
 from matchcast.model.predictor import DEFAULT_C, Predictor, make_pipeline
+from matchcast.model.reliability import plot_reliability
 from matchcast.model.scoring import OUTCOMES, FloatArray, all_scores, rps_each
 
 MODELS = ("matchcast", "dc", "freq", "uniform")
@@ -108,6 +119,7 @@ class EvalConfig:
     dc_window_days: int = 730
     dc_refit_days: int = 7
     dc_min_matches: int = 60
+    goals_alpha: float = DEFAULT_GOALS_ALPHA
     calibration_bins: int = 10
 
 
@@ -122,6 +134,9 @@ class Evaluation:
     paired: dict[str, dict[str, float]]
     calibration: pd.DataFrame
     counts: dict[str, int] = field(default_factory=dict)
+    goal_predictions: pd.DataFrame = field(default_factory=pd.DataFrame)  # per match, beside ``predictions``
+    goals: pd.DataFrame = field(default_factory=pd.DataFrame)
+    goal_calibration: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def pooled(self) -> dict[str, float]:
         """The pooled row of the summary as a dict."""
@@ -132,75 +147,6 @@ class Evaluation:
 def _result_index(m: MatchLike) -> int:
     hg, ag = m.home_goals or 0, m.away_goals or 0
     return 0 if hg > ag else 1 if hg == ag else 2
-
-
-class _DixonColes:
-    """Per-league penaltyblog Dixon-Coles models, refit weekly on a two-year time-decayed window."""
-
-    def __init__(self, history: Sequence[MatchLike], config: EvalConfig) -> None:
-        try:
-            import penaltyblog as pb
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise InvalidInput("the Dixon-Coles baseline needs penaltyblog: pip install 'matchcast[eval]'") from exc
-        self.pb = pb
-        self.config = config
-        self.by_league: dict[str, list[MatchLike]] = defaultdict(list)
-        for m in history:
-            self.by_league[m.league].append(m)
-        self.fitted: dict[str, tuple[date, Any]] = {}
-        self.fits = 0
-        self.fallbacks = 0
-
-    def _fit(self, league: str, day: date) -> Any:
-        cfg = self.config
-        lo = day - timedelta(days=cfg.dc_window_days)
-        train = [m for m in self.by_league[league] if lo <= m.date < day]
-        if len(train) < cfg.dc_min_matches:
-            return None
-        weights = self.pb.models.dixon_coles_weights([m.date for m in train], cfg.dc_xi, base_date=day)
-        model = self.pb.models.DixonColesGoalModel(
-            [m.home_goals for m in train],
-            [m.away_goals for m in train],
-            [m.home_team for m in train],
-            [m.away_team for m in train],
-            weights,
-        )
-        try:
-            model.fit()
-        except ValueError:  # the optimiser did not converge: keep the previous fit
-            return self.fitted.get(league, (day, None))[1]
-        self.fits += 1
-        return model
-
-    def predict(self, league: str, day: date, pairs: Sequence[tuple[str, str]]) -> FloatArray | None:
-        """H/D/A probabilities of ``pairs`` on ``day``; None when no model can be fit yet."""
-        last = self.fitted.get(league)
-        if last is None or (day - last[0]).days >= self.config.dc_refit_days:
-            self.fitted[league] = (day, self._fit(league, day))
-        model = self.fitted[league][1]
-        if model is None:
-            return None
-        params = model.get_params()
-        teams = set(model.teams)
-        # A team absent from the window (promoted) gets the mean strength of the three weakest teams.
-        strength = sorted(teams, key=lambda t: params[f"attack_{t}"] - params[f"defence_{t}"])[:3]
-        weak_att = float(np.mean([params[f"attack_{t}"] for t in strength]))
-        weak_def = float(np.mean([params[f"defence_{t}"] for t in strength]))
-        out = np.empty((len(pairs), 3))
-        for i, (home, away) in enumerate(pairs):
-            if home in teams and away in teams:
-                out[i] = model.predict(home, away).home_draw_away
-                continue
-            self.fallbacks += 1
-            ah, dh = (params[f"attack_{home}"], params[f"defence_{home}"]) if home in teams else (weak_att, weak_def)
-            aa, da = (params[f"attack_{away}"], params[f"defence_{away}"]) if away in teams else (weak_att, weak_def)
-            lam_h = math.exp(params["home_advantage"] + ah + da)
-            lam_a = math.exp(aa + dh)
-            rho = float(np.clip(params["rho"], max(-1 / lam_h, -1 / lam_a), min(1.0, 1 / (lam_h * lam_a))))
-            out[i] = self.pb.models.create_dixon_coles_grid(lam_h, lam_a, rho).home_draw_away
-        out = np.clip(out, 1e-9, None)
-        result: FloatArray = out / out.sum(axis=1, keepdims=True)
-        return result
 
 
 def walk_forward(
@@ -227,12 +173,18 @@ def walk_forward(
     x_pool = np.array([features[m.match_id] for m in pool], dtype=np.float64)
     y_pool = np.array([_result_index(m) for m in pool], dtype=np.int64)
     d_pool = np.array([m.date.toordinal() for m in pool], dtype=np.int64)
+    hg_pool = np.array([m.home_goals or 0 for m in pool], dtype=np.int64)
+    ag_pool = np.array([m.away_goals or 0 for m in pool], dtype=np.int64)
     names = tuple(f"f{i}" for i in range(x_pool.shape[1])) if len(pool) else ()
 
-    dc = _DixonColes(finished, config)
+    dc = DixonColes(finished, config)
     counts: dict[str, npt.NDArray[np.float64]] = defaultdict(lambda: np.ones(3))  # one pseudo-match each
+    scores = ScoreFrequencies()
     hist_i = 0
     probs = {k: np.empty((len(tests), 3)) for k in MODELS}
+    goals = {k: np.empty((len(tests), len(UNIFORM_SUMMARY))) for k in MODELS}
+    hg_test = np.array([m.home_goals for m in tests], dtype=np.int64)
+    ag_test = np.array([m.away_goals for m in tests], dtype=np.int64)
     predictor: Predictor | None = None
     pipe = make_pipeline(config.c, warm_start=True)
     last_fit: date | None = None
@@ -245,7 +197,9 @@ def walk_forward(
             end += 1
         todays = tests[start:end]
         while hist_i < len(finished) and finished[hist_i].date < day:
-            counts[finished[hist_i].league][_result_index(finished[hist_i])] += 1
+            done = finished[hist_i]
+            counts[done.league][_result_index(done)] += 1
+            scores.add(done.league, done.home_goals or 0, done.away_goals or 0)
             hist_i += 1
         if last_fit is None or (day - last_fit).days >= config.refit_days:
             before = d_pool < day.toordinal()
@@ -253,20 +207,27 @@ def walk_forward(
                 raise InvalidInput(f"too few finished matches before {day} to fit the model")
             pipe.fit(x_pool[before], y_pool[before])
             predictor = Predictor.from_pipeline(pipe, names)
+            z = predictor.standardise(x_pool[before])
+            predictor = predictor.with_goals(fit_goals(z, hg_pool[before], ag_pool[before], config.goals_alpha))
             last_fit, n_refits = day, n_refits + 1
         assert predictor is not None
         x = np.array([features[m.match_id] for m in todays], dtype=np.float64)
-        probs["matchcast"][start:end] = predictor.predict_proba(x)
+        probs["matchcast"][start:end], grid = predictor.predict_grid(x)
+        goals["matchcast"][start:end] = goal_summary(grid, hg_test[start:end], ag_test[start:end])
         probs["uniform"][start:end] = 1.0 / 3.0
+        goals["uniform"][start:end] = UNIFORM_SUMMARY
         for i, m in enumerate(todays, start):
             c = counts[m.league]
             probs["freq"][i] = c / c.sum()
+        league_grids = np.array([scores.grid(m.league) for m in todays])
+        goals["freq"][start:end] = goal_summary(league_grids, hg_test[start:end], ag_test[start:end])
         by_league: dict[str, list[int]] = defaultdict(list)
         for i, m in enumerate(todays, start):
             by_league[m.league].append(i)
         for league, idx in by_league.items():
             p = dc.predict(league, day, [(tests[i].home_team, tests[i].away_team) for i in idx])
-            probs["dc"][idx] = probs["freq"][idx] if p is None else p
+            probs["dc"][idx] = probs["freq"][idx] if p is None else p[0]
+            goals["dc"][idx] = goals["freq"][idx] if p is None else goal_summary(p[1], hg_test[idx], ag_test[idx])
         start = end
         if progress:
             progress("walk-forward", step + 1, len(days))
@@ -285,6 +246,10 @@ def walk_forward(
     for k in MODELS:
         for j, col in enumerate(prob_columns(k)):
             frame[col] = probs[k][:, j]
+    goal_frame = frame[["league", "season", "home_goals", "away_goals"]].copy()
+    for k in MODELS:
+        for j, col in enumerate(goal_columns(k)):
+            goal_frame[col] = goals[k][:, j]
     y = np.array([_result_index(m) for m in tests], dtype=np.int64)
     counts_out = {
         "matches": len(tests),
@@ -292,6 +257,7 @@ def walk_forward(
         "model_refits": n_refits,
         "dc_fits": dc.fits,
         "dc_fallback_predictions": dc.fallbacks,
+        "dc_failed_predictions": dc.failures,
     }
     return Evaluation(
         period=period,
@@ -301,6 +267,9 @@ def walk_forward(
         paired=paired_differences(frame, y),
         calibration=calibration_table(frame, y, config.calibration_bins),
         counts=counts_out,
+        goal_predictions=goal_frame.drop(columns=["league", "season", "home_goals", "away_goals"]),
+        goals=summarise_goals(goal_frame, MODELS),
+        goal_calibration=goal_calibration_table(goal_frame, config.calibration_bins),
     )
 
 
@@ -383,41 +352,31 @@ def calibration_table(frame: pd.DataFrame, y: npt.NDArray[np.int64] | None = Non
 
 def plot_calibration(table: pd.DataFrame, path: Path, title: str, min_n: int = 20) -> None:
     """Reliability diagram, one panel per outcome (matplotlib, Agg backend); bins under ``min_n`` left out."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.6), sharey=True)
-    names = {"H": "home win", "D": "draw", "A": "away win"}
-    for ax, outcome in zip(axes, OUTCOMES, strict=True):
-        ax.plot([0, 1], [0, 1], color="grey", lw=1, ls=":")
-        for model, style in (("matchcast", "-o"), ("dc", "--s")):
-            t = table[(table["model"] == model) & (table["outcome"] == outcome) & (table["n"] >= min_n)]
-            ax.plot(t["mean_forecast"], t["observed"], style, ms=4, label=MODEL_LABELS[model])
-        ax.set_title(names[outcome])
-        ax.set_xlabel("forecast probability")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("observed frequency")
-    axes[0].legend(loc="upper left")
-    fig.suptitle(f"{title} (bins of at least {min_n} matches)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plot_reliability(table, path, title, "outcome", {"H": "home win", "D": "draw", "A": "away win"}, min_n)
 
 
-OUTPUT_FILES = ("predictions.csv", "summary.csv", "summary.json", "calibration.csv", "calibration.png")
+OUTPUT_FILES = (
+    "predictions.csv",
+    "summary.csv",
+    "summary.json",
+    "calibration.csv",
+    "calibration.png",
+    "goals_summary.csv",
+    "goals_calibration.csv",
+    "goals_calibration.png",
+)
 
 
 def write_outputs(evaluation: Evaluation, out: Path) -> dict[str, Path]:
     """Write the per-match CSV, the summary (CSV and JSON), the calibration table and plot; return the paths."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / name for name in OUTPUT_FILES}
-    evaluation.predictions.to_csv(paths["predictions.csv"], index=False, float_format="%.6f")
+    per_match = pd.concat([evaluation.predictions, evaluation.goal_predictions], axis=1)
+    per_match.to_csv(paths["predictions.csv"], index=False, float_format="%.6f")
     evaluation.summary.to_csv(paths["summary.csv"], index=False, float_format="%.6f")
     evaluation.calibration.to_csv(paths["calibration.csv"], index=False, float_format="%.6f")
+    evaluation.goals.to_csv(paths["goals_summary.csv"], index=False, float_format="%.6f")
+    evaluation.goal_calibration.to_csv(paths["goals_calibration.csv"], index=False, float_format="%.6f")
     doc = {
         "period": {
             "start": str(evaluation.period.start) if evaluation.period.start else None,
@@ -428,7 +387,11 @@ def write_outputs(evaluation: Evaluation, out: Path) -> dict[str, Path]:
         "counts": evaluation.counts,
         "paired_rps_difference": evaluation.paired,
         "summary": evaluation.summary.to_dict(orient="records"),
+        "goals_summary": evaluation.goals.to_dict(orient="records"),
     }
     paths["summary.json"].write_text(json.dumps(doc, indent=2, default=str))
     plot_calibration(evaluation.calibration, paths["calibration.png"], f"Calibration, {evaluation.period.describe()}")
+    plot_goal_calibration(
+        evaluation.goal_calibration, paths["goals_calibration.png"], f"Goal markets, {evaluation.period.describe()}"
+    )
     return paths

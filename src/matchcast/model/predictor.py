@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from matchcast.model.goals import GoalsModel, score_grids
 from matchcast.model.scoring import FloatArray
 
 DEFAULT_C = 0.01  # chosen by walk-forward RPS on 2014/15-2018/19
@@ -25,13 +26,17 @@ def make_pipeline(c: float = DEFAULT_C, *, warm_start: bool = False) -> Pipeline
 
 @dataclass(frozen=True)
 class Predictor:
-    """Home/draw/away probabilities from a standardised linear softmax model."""
+    """Home/draw/away probabilities from a standardised linear softmax model, and the score grid around them.
+
+    ``goals`` is the goals model fitted with the classifier; None (a model registered before goals models)
+    falls back to the features' own goal expectations (``GoalsModel.from_features``)."""
 
     mean: FloatArray
     scale: FloatArray
     coef: FloatArray
     intercept: FloatArray
     feature_names: tuple[str, ...]
+    goals: GoalsModel | None = None
 
     @classmethod
     def from_pipeline(cls, pipe: Pipeline, feature_names: tuple[str, ...]) -> Predictor:
@@ -48,13 +53,33 @@ class Predictor:
             feature_names,
         )
 
-    def predict_proba(self, x: FloatArray) -> FloatArray:
-        """Rows of (home, draw, away) probabilities for rows of features."""
+    def with_goals(self, goals: GoalsModel | None) -> Predictor:
+        """This predictor with another goals model."""
+        return replace(self, goals=goals)
+
+    def _standardised(self, x: FloatArray) -> tuple[FloatArray, FloatArray]:
         x = np.atleast_2d(np.asarray(x, dtype=np.float64))
         if x.shape[1] != len(self.feature_names):
             raise ValueError(f"expected {len(self.feature_names)} features, got {x.shape[1]}")
-        z = ((x - self.mean) / self.scale) @ self.coef.T + self.intercept
-        z -= z.max(axis=1, keepdims=True)
-        e = np.exp(z)
+        return x, (x - self.mean) / self.scale
+
+    def standardise(self, x: FloatArray) -> FloatArray:
+        """Features scaled as the model sees them (the goals model's inputs)."""
+        return self._standardised(x)[1]
+
+    def _softmax(self, z: FloatArray) -> FloatArray:
+        logits = z @ self.coef.T + self.intercept
+        logits -= logits.max(axis=1, keepdims=True)
+        e = np.exp(logits)
         out: FloatArray = e / e.sum(axis=1, keepdims=True)
         return out
+
+    def predict_proba(self, x: FloatArray) -> FloatArray:
+        """Rows of (home, draw, away) probabilities for rows of features."""
+        return self._softmax(self._standardised(x)[1])
+
+    def predict_grid(self, x: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """The served 1X2 (n, 3) and each match's score grid conformed to it (n, 11, 11); see ``model.goals``."""
+        x, z = self._standardised(x)
+        goals = self.goals or GoalsModel.from_features(self.feature_names)
+        return score_grids(goals, x, z, self._softmax(z))

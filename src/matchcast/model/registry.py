@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from matchcast.errors import ModelNotFound, ServiceUnavailable
+from matchcast.errors import InvalidInput, ModelNotFound, ServiceUnavailable
+from matchcast.model.goals import GoalsModel
 from matchcast.model.predictor import Predictor
 
 log = logging.getLogger(__name__)
@@ -89,8 +90,11 @@ class ModelRegistry:
         metrics: dict[str, float],
         tags: dict[str, str],
         artifacts: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> str:
-        """Log a fitted sklearn pipeline with its run data; register it; return the new version."""
+        """Log a fitted sklearn pipeline with its run data; register it; return the new version.
+
+        ``metadata`` (JSON) is stored in the model itself (its MLmodel file): the goals model lives there."""
         import mlflow
         import mlflow.sklearn
 
@@ -108,7 +112,11 @@ class ModelRegistry:
             for fname, obj in (artifacts or {}).items():
                 mlflow.log_text(json.dumps(obj, indent=2, default=str), fname)
             info = mlflow.sklearn.log_model(
-                pipeline, name="model", registered_model_name=self.name, serialization_format="cloudpickle"
+                pipeline,
+                name="model",
+                registered_model_name=self.name,
+                serialization_format="cloudpickle",
+                metadata=metadata,
             )
             version = str(info.registered_model_version)
             for k, v in tags.items():
@@ -192,13 +200,24 @@ class ModelRegistry:
     def load(self, alias: str) -> LoadedModel:
         """Load the version an alias points at, resolved once so a concurrent move cannot mix versions."""
         import mlflow
+        import mlflow.models
         import mlflow.sklearn
 
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.registry_uri)
         info = self.info(alias)
-        pipe = mlflow.sklearn.load_model(f"models:/{self.name}/{info.version}")
+        uri = f"models:/{self.name}/{info.version}"
+        pipe = mlflow.sklearn.load_model(uri)
         names = tuple(json.loads(info.tags.get("feature_names", "[]")))
         predictor = Predictor.from_pipeline(pipe, names)
+        stored = (mlflow.models.get_model_info(uri).metadata or {}).get("goals_model")
+        # A version registered before goals models has none: its grid comes from the features (see Predictor).
+        if stored is not None:
+            try:
+                predictor = predictor.with_goals(GoalsModel.from_dict(stored, len(names)))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise InvalidInput(
+                    f"model {self.name!r} version {info.version} has an unusable goals model ({exc}); retrain it"
+                ) from exc
         log.info("loaded model %s version %s (alias %s) in process %d", self.name, info.version, alias, os.getpid())
         return LoadedModel(self.name, info.version, alias, info.run_id, predictor, info.tags.get("feature_version"))

@@ -23,6 +23,7 @@ from matchcast.model.evaluate import (
     walk_forward,
     write_outputs,
 )
+from matchcast.model.evaluate_goals import GOAL_METRICS, PAIRED_GOAL_METRICS
 from matchcast.model.registry import code_version
 from matchcast.schemas import FEATURE_NAMES
 from matchcast.service.wiring import registry_for, store_for
@@ -56,6 +57,14 @@ def _metrics(ev: Evaluation) -> dict[str, float]:
             for metric in METRICS:
                 out[f"{scope}_{model}_{metric}"] = float(row[f"{model}_{metric}"])
         out[f"{scope}_n"] = float(row["n"])
+    for _, row in ev.goals[ev.goals["season"] == ALL].iterrows():
+        scope = "pooled" if row["league"] == ALL else str(row["league"])
+        for metric in GOAL_METRICS:
+            for model in MODELS:
+                out[f"{scope}_{model}_{metric}"] = float(row[f"{model}_{metric}"])
+        for metric in PAIRED_GOAL_METRICS:
+            out[f"{scope}_{metric}_diff_vs_dc"] = float(row[f"{metric}_diff_vs_dc"])
+            out[f"{scope}_{metric}_diff_vs_dc_se"] = float(row[f"{metric}_diff_vs_dc_se"])
     for baseline, d in ev.paired.items():
         out[f"pooled_rps_diff_vs_{baseline}"] = d["mean"]
         out[f"pooled_rps_diff_vs_{baseline}_se"] = d["se"]

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from matchcast.data.store import MatchStore
 from matchcast.errors import FeaturesNotReady, InvalidInput, MatchcastError, MatchNotFound
+from matchcast.model.goals import markets_json
 from matchcast.model.registry import LoadedModel, ModelRegistry
 from matchcast.schemas import (
     FEATURE_NAMES,
@@ -25,10 +26,13 @@ log = logging.getLogger(__name__)
 
 
 class PredictionService:
-    """Loads the aliased model once; predicts from stored or inline features."""
+    """Loads the aliased model once; predicts from stored or inline features.
 
-    def __init__(self, store: MatchStore, registry: ModelRegistry, alias: str) -> None:
-        self.store, self.registry, self.alias = store, registry, alias
+    With ``markets`` (the default) every prediction also carries expected goals and the goal markets of its
+    scoreline grid (``model.goals``), and the grid itself when asked for."""
+
+    def __init__(self, store: MatchStore, registry: ModelRegistry, alias: str, *, markets: bool = True) -> None:
+        self.store, self.registry, self.alias, self.markets = store, registry, alias, markets
         self.model: LoadedModel = self._load()
         self._checked_at = time.monotonic()
 
@@ -63,7 +67,16 @@ class PredictionService:
         self.model = model
         return model
 
-    def _prediction(self, probs: np.ndarray, **labels: Any) -> Prediction:
+    def _forecast(self, x: np.ndarray, grids: list[bool] | None = None) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """Rows of 1X2 probabilities and, per row, expected goals and markets (empty when markets are off)."""
+        predictor = self.model.predictor
+        if not self.markets:
+            probs = predictor.predict_proba(x)
+            return probs, [{} for _ in range(len(probs))]
+        probs, grid = predictor.predict_grid(x)
+        return probs, markets_json(grid, with_grid=grids)
+
+    def _prediction(self, probs: np.ndarray, extra: dict[str, Any] | None = None, **labels: Any) -> Prediction:
         p = [float(v) for v in probs]
         total = sum(p)
         return Prediction(
@@ -72,19 +85,26 @@ class PredictionService:
             model_version=self.model.version,
             predicted_at=datetime.now(UTC),
             **labels,
+            **(extra or {}),
         )
 
-    def predict_match(self, match_id: int) -> Prediction:
-        """Predict a stored match from its precomputed features."""
+    def _prediction_json(self, probs: np.ndarray, extra: dict[str, Any], **labels: Any) -> dict[str, Any]:
+        """``_prediction`` as JSON, ``extra`` (markets built by ``markets_json``, JSON-ready) added unvalidated:
+        the hot paths skip pydantic's validation of thirty small objects (the API validates what it serves)."""
+        return self._prediction(probs, **labels).model_dump(mode="json") | extra
+
+    def predict_match(self, match_id: int, *, grid: bool = False) -> Prediction:
+        """Predict a stored match from its precomputed features (``grid``: with the whole scoreline grid)."""
         found = self.store.get_with_features(match_id)
         if found is None:
             if self.store.get(match_id) is None:
                 raise MatchNotFound(match_id)
             raise FeaturesNotReady(f"match {match_id} has no features yet; run `matchcast ingest`")
         m, feature_version, values = found
-        probs = self.model.predictor.predict_proba(np.asarray(values))[0]
+        probs, extra = self._forecast(np.atleast_2d(np.asarray(values, dtype=np.float64)), [grid])
         return self._prediction(
-            probs,
+            probs[0],
+            extra[0],
             match_id=m.match_id,
             league=m.league,
             home_team=m.home_team,
@@ -93,24 +113,30 @@ class PredictionService:
             feature_version=feature_version,
         )
 
-    def predict_many(self, match_ids: list[int]) -> dict[int, dict[str, Any] | MatchcastError]:
-        """Predict stored matches in one vectorised pass: {match_id: prediction JSON, or the error for it}."""
+    def predict_many(
+        self, match_ids: list[int], grids: frozenset[int] = frozenset()
+    ) -> dict[int, dict[str, Any] | MatchcastError]:
+        """Predict stored matches in one vectorised pass: {match_id: prediction JSON, or the error for it}.
+
+        The matches in ``grids`` get their whole scoreline grid too."""
         found = self.store.features_for(match_ids)
         out: dict[int, dict[str, Any] | MatchcastError] = {}
         ids = [i for i in match_ids if i in found]
         if ids:
-            probs = self.model.predictor.predict_proba(np.array([found[i][2] for i in ids], dtype=np.float64))
-            for i, p in zip(ids, probs, strict=True):
+            x = np.array([found[i][2] for i in ids], dtype=np.float64)
+            probs, extras = self._forecast(x, [i in grids for i in ids])
+            for i, p, extra in zip(ids, probs, extras, strict=True):
                 m, feature_version = found[i][0], found[i][1]
-                out[i] = self._prediction(
+                out[i] = self._prediction_json(
                     p,
+                    extra,
                     match_id=m.match_id,
                     league=m.league,
                     home_team=m.home_team,
                     away_team=m.away_team,
                     date=m.date,
                     feature_version=feature_version,
-                ).model_dump(mode="json")
+                )
         missing = [i for i in match_ids if i not in found]
         if missing:
             stored = self.store.existing(missing)
@@ -124,9 +150,11 @@ class PredictionService:
 
     def predict_inline(self, request: InlinePredictionRequest) -> Prediction:
         """Predict from features given in the request."""
-        x = np.array([getattr(request.features, n) for n in FEATURE_NAMES], dtype=np.float64)
-        probs = self.model.predictor.predict_proba(x)[0]
-        return self._prediction(probs, home_team=request.home_team, away_team=request.away_team, date=request.date)
+        x = np.array([[getattr(request.features, n) for n in FEATURE_NAMES]], dtype=np.float64)
+        probs, extra = self._forecast(x, [request.grid])
+        return self._prediction(
+            probs[0], extra[0], home_team=request.home_team, away_team=request.away_team, date=request.date
+        )
 
     def predict_each(self, payloads: list[Any]) -> list[dict[str, Any]]:
         """Many requests in one vectorised pass, each answered on its own.
@@ -136,13 +164,17 @@ class PredictionService:
         """
         out: list[dict[str, Any]] = [{} for _ in payloads]
         by_id: dict[int, list[int]] = {}
+        with_grid: set[int] = set()
         inline: list[tuple[int, InlinePredictionRequest]] = []
         for i, payload in enumerate(payloads):
             try:
                 if not isinstance(payload, dict):
                     raise InvalidInput("payload must be a JSON object")
                 if "match_id" in payload:
-                    by_id.setdefault(AsyncPredictionRequest.model_validate(payload).match_id, []).append(i)
+                    stored = AsyncPredictionRequest.model_validate(payload)
+                    by_id.setdefault(stored.match_id, []).append(i)
+                    if stored.grid:
+                        with_grid.add(stored.match_id)
                 else:
                     inline.append((i, InlinePredictionRequest.model_validate(payload)))
             except ValidationError as exc:
@@ -150,15 +182,16 @@ class PredictionService:
             except InvalidInput as exc:
                 out[i] = _error_entry(exc)
         if by_id:
-            for match_id, found in self.predict_many(list(by_id)).items():
+            for match_id, found in self.predict_many(list(by_id), frozenset(with_grid)).items():
                 entry = _error_entry(found) if isinstance(found, Exception) else {"prediction": found}
                 for i in by_id[match_id]:
                     out[i] = entry
         if inline:
             x = np.array([[getattr(r.features, n) for n in FEATURE_NAMES] for _, r in inline], dtype=np.float64)
-            for (i, r), p in zip(inline, self.model.predictor.predict_proba(x), strict=True):
-                pred = self._prediction(p, home_team=r.home_team, away_team=r.away_team, date=r.date)
-                out[i] = {"prediction": pred.model_dump(mode="json")}
+            probs, extras = self._forecast(x, [r.grid for _, r in inline])
+            for (i, r), p, extra in zip(inline, probs, extras, strict=True):
+                pred = self._prediction_json(p, extra, home_team=r.home_team, away_team=r.away_team, date=r.date)
+                out[i] = {"prediction": pred}
         return out
 
     def predict(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -171,7 +204,7 @@ class PredictionService:
         try:
             if "match_id" in payload:
                 by_id = AsyncPredictionRequest.model_validate(payload)
-                pred = self.predict_match(by_id.match_id)
+                pred = self.predict_match(by_id.match_id, grid=by_id.grid)
             else:
                 pred = self.predict_inline(InlinePredictionRequest.model_validate(payload))
         except ValidationError as exc:

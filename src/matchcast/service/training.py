@@ -13,6 +13,7 @@ import numpy as np
 from matchcast.data.features import FEATURE_VERSION, compute_features
 from matchcast.data.store import MatchStore
 from matchcast.errors import InvalidInput
+from matchcast.model.goals import DEFAULT_GOALS_ALPHA, fit_goals, goal_summary
 from matchcast.model.predictor import DEFAULT_C, Predictor, make_pipeline
 from matchcast.model.registry import ModelRegistry, code_version
 from matchcast.model.scoring import all_scores, outcome_index
@@ -43,6 +44,8 @@ class Dataset:
     seasons: np.ndarray
     leagues: np.ndarray
     dates: np.ndarray
+    home_goals: np.ndarray
+    away_goals: np.ndarray
 
 
 def build_dataset(store: MatchStore) -> Dataset:
@@ -61,6 +64,8 @@ def build_dataset(store: MatchStore) -> Dataset:
         seasons=np.array([m.season for m in done]),
         leagues=np.array([m.league for m in done]),
         dates=np.array([m.date for m in done]),
+        home_goals=np.array([m.home_goals or 0 for m in done], dtype=np.int64),
+        away_goals=np.array([m.away_goals or 0 for m in done], dtype=np.int64),
     )
 
 
@@ -72,6 +77,28 @@ def _held_out_season(store: MatchStore, ds: Dataset) -> str:
     if len(complete) < 2:
         raise InvalidInput("training needs at least two complete seasons of results")
     return str(max(complete))
+
+
+def _with_goals(predictor: Predictor, ds: Dataset, rows: np.ndarray) -> Predictor:
+    """The predictor with a goals model fitted on ``rows`` (on the features as the classifier scales them)."""
+    z = predictor.standardise(ds.x[rows])
+    return predictor.with_goals(fit_goals(z, ds.home_goals[rows], ds.away_goals[rows], DEFAULT_GOALS_ALPHA))
+
+
+def _goal_metrics(grid: np.ndarray, home_goals: np.ndarray, away_goals: np.ndarray) -> dict[str, float]:
+    """Held-out log losses of over/under 2.5, both teams to score and the exact score."""
+    s = goal_summary(grid, home_goals, away_goals)
+    over, btts = home_goals + away_goals > 2, (home_goals > 0) & (away_goals > 0)
+
+    def binary(p: np.ndarray, y: np.ndarray) -> float:
+        p = np.clip(p, 1e-15, 1 - 1e-15)
+        return float(-np.mean(np.where(y, np.log(p), np.log(1 - p))))
+
+    return {
+        "heldout_ou25_log_loss": binary(s[:, 0], over),
+        "heldout_btts_log_loss": binary(s[:, 1], btts),
+        "heldout_score_log_loss": float(-np.mean(np.log(np.clip(s[:, 2], 1e-15, 1.0)))),
+    }
 
 
 TRAIN_STEPS = ("building the dataset", "fitting before the held-out season", "refitting on all results", "registering")
@@ -100,12 +127,16 @@ def train(
     before, test = ds.seasons < held, ds.seasons == held
     step(1)
     pipe = make_pipeline(c).fit(ds.x[before], ds.y[before])
-    probs = Predictor.from_pipeline(pipe, FEATURE_NAMES).predict_proba(ds.x[test])
+    predictor = _with_goals(Predictor.from_pipeline(pipe, FEATURE_NAMES), ds, before)
+    probs, grid = predictor.predict_grid(ds.x[test])
     scores = all_scores(probs, ds.y[test])
     uniform = all_scores(np.full((int(test.sum()), 3), 1 / 3), ds.y[test])
     metrics = {f"heldout_{k}": v for k, v in scores.items()} | {"heldout_uniform_rps": uniform["rps"]}
+    metrics |= _goal_metrics(grid, ds.home_goals[test], ds.away_goals[test])
     step(2)
     final = make_pipeline(c).fit(ds.x, ds.y)
+    goals = _with_goals(Predictor.from_pipeline(final, FEATURE_NAMES), ds, np.ones(len(ds.y), dtype=bool)).goals
+    assert goals is not None
     window = (min(ds.dates), max(ds.dates))
     tags = {
         "feature_names": json.dumps(list(FEATURE_NAMES)),
@@ -120,6 +151,9 @@ def train(
         "C": c,
         "n_train": len(ds.y),
         "n_features": len(FEATURE_NAMES),
+        "goals_model": "poisson_regression_dixon_coles",
+        "goals_alpha": DEFAULT_GOALS_ALPHA,
+        "goals_rho": goals.rho,
         "feature_version": FEATURE_VERSION,
         "held_out_season": held,
         "training_window_start": window[0].isoformat(),
@@ -127,7 +161,12 @@ def train(
     }
     step(3)
     version = registry.log_and_register(
-        final, params=params, metrics=metrics, tags=tags, artifacts={"feature_names.json": list(FEATURE_NAMES)}
+        final,
+        params=params,
+        metrics=metrics,
+        tags=tags,
+        artifacts={"feature_names.json": list(FEATURE_NAMES)},
+        metadata={"goals_model": goals.to_dict()},
     )
     if alias:
         registry.set_alias(alias, version)

@@ -230,8 +230,8 @@ class ApiClient:
         return out
 
     def predict_match(self, match_id: int) -> dict[str, Any]:
-        """``GET /predict/{match_id}``: a synchronous prediction of a stored match."""
-        out: dict[str, Any] = self._call("GET", f"/predict/{match_id}")
+        """``GET /predict/{match_id}?grid=true``: a synchronous prediction of a stored match, with its grid."""
+        out: dict[str, Any] = self._call("GET", f"/predict/{match_id}", params={"grid": "true"})
         return out
 
     def predict_inline(
@@ -243,7 +243,7 @@ class ApiClient:
         date: str | None = None,
     ) -> dict[str, Any]:
         """``POST /predict/``: a synchronous prediction from inline features."""
-        body: dict[str, Any] = {"features": dict(features)}
+        body: dict[str, Any] = {"features": dict(features), "grid": True}
         for key, value in (("home_team", home_team), ("away_team", away_team), ("date", date)):
             if value:
                 body[key] = value

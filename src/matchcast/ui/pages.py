@@ -21,6 +21,7 @@ import streamlit as st
 
 from matchcast.ui.client import ApiClient, ApiError, FeatureField
 from matchcast.ui.history import PredictionLog, results_so_far
+from matchcast.ui.markets import show_goal_evaluation, show_markets
 
 ALL_LEAGUES = "All leagues"
 WAITING = {"PENDING", "STARTED", "RETRY"}
@@ -103,6 +104,7 @@ def show_prediction(pred: dict[str, Any]) -> None:
         },
         width="stretch",
     )
+    show_markets(pred)
     st.caption(
         f"Model {pred['model_name']} version {pred['model_version']}"
         + (f" · features {pred['feature_version']}" if pred.get("feature_version") else "")
@@ -428,6 +430,7 @@ def model(ui: Ui) -> None:
             st.warning(f"{summary} could not be read: {exc}")
         if calibration.exists():
             st.image(str(calibration), caption="Calibration")
+        show_goal_evaluation(folder)
     else:
         st.info(
             f"No evaluation summary yet. Run `matchcast evaluate`: it writes `evaluation/summary.csv` and "

@@ -62,7 +62,7 @@ class WorkerRuntime:
         """Load the champion for this process."""
         started = time.perf_counter()
         s = self.settings
-        self._service = PredictionService(store_for(s), registry_for(s), s.model_alias)
+        self._service = PredictionService(store_for(s), registry_for(s), s.model_alias, markets=s.markets)
         MODEL_LOADS.labels(version=self._service.model.version).inc()
         log.info(
             "model_loaded pid=%d name=%s version=%s alias=%s seconds=%.3f",

@@ -7,6 +7,7 @@ import random
 import time
 from typing import Any
 
+import orjson
 import redis
 import sqlalchemy.exc
 from celery import Celery, Task
@@ -226,7 +227,8 @@ def predict_matches(self: PredictTask, payload: dict[str, Any]) -> int:
             TASKS.labels(outcome="not_found").inc()
         else:
             ok[task_id] = outcome
-    rt.records.store_results(ok, rt.app.backend.encode, expired=expired, failed=failed, batch=batch)
+    # orjson writes the same JSON as the backend's encoder, several times faster on results that carry markets
+    rt.records.store_results(ok, orjson.dumps, expired=expired, failed=failed, batch=batch)
     if expired:
         TASKS_EXPIRED.labels(task=BULK_TASK).inc(len(expired))
         log.info("expired chunk=%s tasks=%s", self.request.id, ",".join(expired))

@@ -15,6 +15,7 @@ from matchcast.data.features import FEATURE_VERSION
 from matchcast.errors import InvalidInput, MatchesNotFound, MatchNotFound, PredictionTimeout
 from matchcast.metrics import PREDICTION_LATENCY, PREDICTION_REQUESTS, PREDICTION_TIMEOUTS
 from matchcast.schemas import (
+    GRID_DESCRIPTION,
     MATCH_ID_MAX,
     AsyncPredictionRequest,
     AsyncSubmitted,
@@ -89,15 +90,15 @@ async def accept_stored(
     idempotency_key: str | None = None,
     callback_url: str | None = None,
     deadline: float | None = None,
+    grid: bool = False,
 ) -> bytes:
     """Queue a prediction of a stored match, as the JSON body of the 202 answer.
 
-    Without an ``idempotency_key``, the key is the match, model version and feature version: while such a task
-    is queued, running or done, the same task comes back."""
-    key = idempotency_key or f"match:{match_id}:{model.version}:{FEATURE_VERSION}"
-    task_id = await parts.dispatcher.submit(
-        {"match_id": match_id}, idempotency_key=key, callback_url=callback_url, deadline=deadline
-    )
+    Without an ``idempotency_key``, the key is the match, model version and feature version (and the grid, if
+    asked for): while such a task is queued, running or done, the same task comes back."""
+    key = idempotency_key or f"match:{match_id}:{model.version}:{FEATURE_VERSION}" + (":grid" if grid else "")
+    payload: dict[str, object] = {"match_id": match_id, "grid": True} if grid else {"match_id": match_id}
+    task_id = await parts.dispatcher.submit(payload, idempotency_key=key, callback_url=callback_url, deadline=deadline)
     _ASYNC_REQUESTS.inc()
     return AsyncSubmitted(task_id=task_id, status_url=f"/monitoring/task_status/{task_id}").model_dump_json().encode()
 
@@ -155,8 +156,9 @@ async def model_info(parts: PartsDep) -> ModelInfo:
 async def predict_inline(
     body: InlinePredictionRequest, parts: PartsDep, idempotency_key: IdempotencyKey = None
 ) -> Response:
-    """Predict from features given inline; waits up to the sync timeout."""
-    body_out = await sync_prediction(parts, body.model_dump(mode="json"), idempotency_key)
+    """Predict from features given inline; waits up to the sync timeout. ``grid: true`` adds the score grid."""
+    payload = body.model_dump(mode="json", exclude=None if body.grid else {"grid"})
+    body_out = await sync_prediction(parts, payload, idempotency_key)
     return Response(body_out, media_type="application/json")
 
 
@@ -183,7 +185,7 @@ async def predict_async(
         if settings.callback_secret is None:
             raise InvalidInput("callbacks are off: set MATCHCAST_CALLBACK_SECRET to sign them")
         await run_in_threadpool(check_callback_url_for, settings, body.callback_url)
-    body_out = await accept_stored(parts, body.match_id, model, idempotency_key, body.callback_url, deadline)
+    body_out = await accept_stored(parts, body.match_id, model, idempotency_key, body.callback_url, deadline, body.grid)
     return Response(body_out, status_code=status.HTTP_202_ACCEPTED, media_type="application/json")
 
 
@@ -218,9 +220,14 @@ async def predict_async_batch(
 
 
 @router.get("/{match_id}", response_model=Prediction, responses={404: _ERR, 503: _ERR, 504: _ERR})
-async def predict_match(match_id: int, parts: PartsDep) -> Response:
+async def predict_match(
+    match_id: int,
+    parts: PartsDep,
+    grid: Annotated[bool, Query(description=GRID_DESCRIPTION)] = False,
+) -> Response:
     """Predict a stored match from its precomputed features; waits up to the sync timeout."""
     if not 1 <= match_id <= MATCH_ID_MAX:
         raise MatchNotFound(match_id)
     await _require_match(parts.known_matches(), match_id)
-    return Response(await sync_prediction(parts, {"match_id": match_id}), media_type="application/json")
+    payload: dict[str, object] = {"match_id": match_id, "grid": True} if grid else {"match_id": match_id}
+    return Response(await sync_prediction(parts, payload), media_type="application/json")
