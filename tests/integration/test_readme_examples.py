@@ -152,7 +152,11 @@ class Run:
         return httpx.Request(method, self.base + url, headers=headers, content=content)
 
     def url(self, path: str) -> str:
-        path = re.sub(r"^(/predict/(?:matches/)?)(\d+)$", lambda m: m[1] + str(self.match_ids(int(m[2]))), path)
+        path = re.sub(
+            r"^(/predict/(?:matches/)?)(\d+)(\?.*)?$",
+            lambda m: m[1] + str(self.match_ids(int(m[2]))) + (m[3] or ""),
+            path,
+        )
         listing = self.answers.get("/monitoring/dead_letters")
         if listing is not None:  # the README replays the dead letter its listing shows
             path = re.sub(
