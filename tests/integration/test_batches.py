@@ -110,7 +110,10 @@ def test_cancelled_and_late_work_is_never_computed(
     with TestClient(create_app(settings), headers=key_headers(settings)) as client:
         doomed = client.post("/predict/async/batch", json={"match_ids": ids[:120]}).json()
         late = client.post("/predict/async/batch", json={"match_ids": ids[120:200], "ttl_s": 1}).json()
-        single = client.post("/predict/async/", json={"match_id": ids[200], "ttl_s": 1}).json()
+        # A key of its own: the automatic one may already point at a finished task of an earlier test (the
+        # session's Redis database is shared, and an earlier test may have predicted this match).
+        own_key = {"Idempotency-Key": f"late-single-{uuid.uuid4().hex}"}
+        single = client.post("/predict/async/", json={"match_id": ids[200], "ttl_s": 1}, headers=own_key).json()
         kept = client.post("/predict/async/batch", json={"match_ids": ids[210:250], "ttl_s": 600}).json()
         cancelled = client.post(f"{doomed['status_url']}/cancel")
         assert cancelled.status_code == 202
@@ -140,7 +143,7 @@ def test_cancelled_and_late_work_is_never_computed(
         finally:
             worker.stop()
         # The idempotency key of an expired task is taken over: asking again gives a new task.
-        again_single = client.post("/predict/async/", json={"match_id": ids[200]}).json()
+        again_single = client.post("/predict/async/", json={"match_id": ids[200]}, headers=own_key).json()
         assert again_single["task_id"] != single["task_id"]
 
 

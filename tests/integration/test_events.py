@@ -53,7 +53,8 @@ def test_streams_follow_a_batch_and_a_task_while_a_worker_drains_them(
         http = httpx.Client(base_url=api.base, headers=headers, timeout=30)
         ids = [m.match_id for m in store_for(settings).all_matches()][-301:]
         batch = http.post("/predict/async/batch", json={"match_ids": ids[:300]}).json()
-        task = http.post("/predict/async/", json={"match_id": ids[300]}).json()
+        own_key = {"Idempotency-Key": f"events-{uuid.uuid4().hex}"}  # not an earlier test's finished task
+        task = http.post("/predict/async/", json={"match_id": ids[300]}, headers=own_key).json()
         batch_url, task_url = f"{batch['status_url']}/events", f"{task['status_url']}/events"
         assert http.get(f"/monitoring/batch_status/{uuid.uuid4()}/events").status_code == 404
 
