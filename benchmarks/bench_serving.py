@@ -26,6 +26,7 @@ import platform
 import shlex
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -52,7 +53,7 @@ from matchcast.config import redact_url
 RESULT_KEY = "celery-task-meta-"
 READY_STATES = ("SUCCESS", "FAILURE", "REVOKED")
 MODES = ("seed", "matchcast", "ceiling")
-PHASES = ("sync", "async", "flood", "batch")
+PHASES = ("sync", "async", "flood", "batch", "log")
 RESULTS = BENCH_DIR / "results"
 
 TARGETS: list[tuple[str, str, str, float, str]] = [
@@ -501,6 +502,54 @@ class Run:
         }
         log(f"async resubmit (idempotent hits): {repeat['accept_per_s']}/s, same task id {same}/{len(again)}")
 
+    async def run_log_ab(self, backend: aioredis.Redis) -> None:
+        """What the prediction log costs: sync c64 and async accept (and drain) with the log off and on.
+
+        Rounds alternate (off, on, off, on) so that drift of the shared machine hits both alike; both worker
+        lanes restart for each round with ``MATCHCAST_PREDICTION_LOG`` set (the API is the same process)."""
+        rounds: list[dict[str, Any]] = []
+        for on in (False, True, False, True):
+            await asyncio.to_thread(self.stack.restart_workers, self.cfg.worker_concurrency, prediction_log=on)
+            label = f"log {'on' if on else 'off'}"
+            sync = await self.sync_phase("matchcast", 64, self.cfg.duration_s, self.cfg.warmup_s, label=label)
+            await self.settle()
+            ids = self.block(self.cfg.async_n)
+            await asyncio.to_thread(self.stack.pause)
+            try:
+                task_ids, accept, _ = await self.submit_async(ids, f"async accept, {label}")
+            finally:
+                released = time.time()
+                await asyncio.to_thread(self.stack.resume)
+            drain = await watch_drain(backend, task_ids, released, timeout=max(120.0, len(ids) / 20))
+            rounds.append(
+                {
+                    "prediction_log": on,
+                    "sync_c64_rps": sync.throughput_rps,
+                    "sync_c64_p99_ms": sync.p99_ms,
+                    "sync_errors": sync.errors,
+                    "async_accept_per_s": accept["accept_per_s"],
+                    "async_drain_per_s": drain["drain_per_s"],
+                    # CPU per request is steadier than wall-clock rates on a shared machine: the worker's is the log's
+                    "sync_c64_worker_cpu_ms": sync.extra["cpu"].get("worker", {}).get("ms_per_ok"),
+                }
+            )
+            log(
+                f"{label}: sync c64 {sync.throughput_rps} req/s p99 {sync.p99_ms} ms; async accept "
+                f"{accept['accept_per_s']}/s, drain {drain['drain_per_s']}/s"
+            )
+        summary: dict[str, Any] = {"rounds": rounds}
+        for key in ("sync_c64_rps", "sync_c64_p99_ms", "async_accept_per_s", "async_drain_per_s"):
+            off = statistics.mean(r[key] for r in rounds if not r["prediction_log"])
+            on_ = statistics.mean(r[key] for r in rounds if r["prediction_log"])
+            summary[key] = {"off": round(off, 1), "on": round(on_, 1), "ratio_on_off": round(on_ / off, 3)}
+        summary["log_rows"] = await asyncio.to_thread(self.stack.prediction_log_rows)
+        self.report["prediction_log"] = summary
+        log(
+            "prediction log on/off: sync c64 {sync_c64_rps[ratio_on_off]}x, async accept "
+            "{async_accept_per_s[ratio_on_off]}x, async drain {async_drain_per_s[ratio_on_off]}x; "
+            "{log_rows} rows logged".format(**summary)
+        )
+
     async def run_flood(self, backend: aioredis.Redis) -> None:
         """Sync p99 at 8 clients idle, then while ``flood_n`` async predictions wait in ``ml``.
 
@@ -712,6 +761,8 @@ class Run:
                 await self.run_flood(backend)
             if "batch" in phases:
                 await self.run_batch(backend)
+            if "log" in phases:
+                await self.run_log_ab(backend)
             await self.settle()
             await asyncio.sleep(2)
             self.report["memory"]["after_runs"] = await asyncio.to_thread(self.ps.memory)
@@ -1013,7 +1064,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, nargs="+", help="closed-loop clients (1 8 64 256)")
     p.add_argument("--async-n", type=int, help="async submissions measured (5000; quick 1000)")
     p.add_argument("--flood-n", type=int, help="async predictions in the flood (10000; quick 2000)")
-    p.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES), help="what to measure (all by default)")
+    p.add_argument(
+        "--phases",
+        nargs="+",
+        choices=PHASES,
+        default=[p for p in PHASES if p != "log"],
+        help="what to measure (all but log by default; log: the prediction log off and on, alternating)",
+    )
     p.add_argument("--soak", type=float, metavar="SECONDS", help="also run at half of peak load, RSS every 10 s")
     p.add_argument("--profile", action="store_true", help="also py-spy the API and worker under c64 load")
     p.add_argument("--worker-concurrency", type=int, default=2, help="prefork processes of the worker (2)")
@@ -1024,6 +1081,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--backend-aof",
         choices=("no", "everysec", "always"),
         help="result backend on a Redis of the run's own with this append-only fsync (default: the machine's Redis)",
+    )
+    p.add_argument(
+        "--backend-replica",
+        action="store_true",
+        help="with --backend-aof: a replica of that Redis, and task records and results wait for it (WAIT)",
     )
     p.add_argument("--out", type=Path, default=RESULTS / "latest.json", help="report path")
     return p.parse_args(argv)
@@ -1080,8 +1142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "config": cfg.__dict__,
         "memory": {},
     }
-    stack = Stack(home=args.home, keep=args.keep, backend_aof=args.backend_aof)
+    stack = Stack(home=args.home, keep=args.keep, backend_aof=args.backend_aof, backend_replica=args.backend_replica)
     report["backend_aof"] = args.backend_aof
+    report["backend_replica"] = args.backend_replica
     rc = 0
     with sigterm_as_interrupt():
         try:

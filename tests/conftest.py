@@ -91,23 +91,40 @@ def amqp_url(vhost: str) -> str:
     return f"amqp://guest:guest@127.0.0.1:5672/{vhost.replace('/', '%2F')}"
 
 
-@pytest.fixture(scope="session")
-def redis_db() -> Iterator[int]:
-    """A Redis database number of this session's own on the machine's Redis, flushed before and after."""
+@contextlib.contextmanager
+def _free_redis_db() -> Iterator[int]:
+    """A Redis database number no other test holds (the lock key is set in it), flushed before and after."""
     need("Redis on 127.0.0.1:6379", reachable(*REDIS))
     import redis
 
-    client = redis.Redis(*REDIS)
     for db in range(15, 0, -1):
         c = redis.Redis(*REDIS, db=db)
         if c.set("matchcast:test-lock", "1", nx=True, ex=3600):
             c.flushdb()
             c.set("matchcast:test-lock", "1", ex=3600)
-            yield db
-            c.flushdb()
+            try:
+                yield db
+            finally:
+                c.flushdb()
+                c.close()
             return
-    client.close()
+        c.close()
     pytest.fail("no free Redis database for the tests")
+
+
+@pytest.fixture(scope="session")
+def redis_db() -> Iterator[int]:
+    """A Redis database number of this session's own on the machine's Redis, flushed before and after."""
+    with _free_redis_db() as db:
+        yield db
+
+
+@pytest.fixture
+def own_redis_db() -> Iterator[int]:
+    """A Redis database of this test's own: for a test that counts what is in it (workers' heartbeats, say), which
+    the session's workers would otherwise add to."""
+    with _free_redis_db() as db:
+        yield db
 
 
 def ingest_subset(

@@ -29,6 +29,16 @@ class Settings(BaseSettings):
     database_url: str | None = None
     broker_url: str | None = None
     result_backend: str | None = None
+    result_backend_master_name: str = Field(
+        default="matchcast", description="With a sentinel:// result backend: the master's name at the Sentinels"
+    )
+    result_backend_wait_replicas: int = Field(
+        default=0, ge=0, le=16, description="Replicas that must have a task record or result before it counts (WAIT)"
+    )
+    result_backend_wait_ms: int = Field(default=100, ge=1, le=10000, description="Longest WAIT for those replicas")
+    result_backend_retry_s: float = Field(
+        default=2.0, gt=0, le=300, description="How long a worker retries a result write (cover a failover)"
+    )
     mlflow_tracking_uri: str | None = None
     mlflow_registry_uri: str | None = None
     model_name: str = REGISTERED_MODEL_NAME
@@ -45,6 +55,24 @@ class Settings(BaseSettings):
     markets: bool = Field(
         default=True, description="Predictions carry expected goals and the goal markets of their scoreline grid"
     )
+    # Prediction log and live scores (README "Live scores").
+    prediction_log: bool = Field(default=True, description="Workers record every prediction served in the store")
+    prediction_log_flush_s: float = Field(default=1.0, gt=0, le=60, description="Log rows are written this often")
+    prediction_log_flush_rows: int = Field(default=500, ge=1, le=10000, description="...or once this many wait")
+    prediction_log_buffer_rows: int = Field(
+        default=100_000, ge=100, description="Rows a worker process holds while the store is slow; more are dropped"
+    )
+    prediction_log_keep_days: float = Field(
+        default=30.0, gt=0, description="Log rows older than this are pruned, unless they count or may still count"
+    )
+    prediction_log_prune_every_s: float = Field(
+        default=24 * 3600.0, ge=0, description="How often beat sends prune_prediction_log (daily); 0: never"
+    )
+    shadow: bool = Field(default=True, description="While a `challenger` alias exists, workers also predict with it")
+    live_cache_s: float = Field(default=5.0, ge=0, le=3600, description="GET /monitoring/live figures are reused")
+    live_refresh_s: float = Field(
+        default=60.0, ge=0, le=86400, description="The API recomputes the live gauges this often; 0: only on request"
+    )
     task_ttl_s: int = Field(default=24 * 3600, ge=60)
     task_gone_s: int = Field(
         default=24 * 3600, ge=0, le=7 * 24 * 3600, description="After expiry, ids answer 410 (not 404) this long"
@@ -60,11 +88,16 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(default=300, ge=10, description="Redis broker: redelivery of unacked tasks")
     max_backlog: int = Field(default=20000, ge=1, description="Async submissions get 429 past this ml depth")
     backlog_sample_s: float = Field(default=0.5, gt=0)
+    fair_share: bool = Field(
+        default=True, description="Batches of each API key wait in a bulk sub-queue of their own (ml.bulk.0..3)"
+    )
     dead_letter_retention_days: int = Field(default=30, ge=1)
 
     worker_concurrency: int = Field(default=2, ge=1, le=64)
-    worker_lane: Literal["all", "interactive", "bulk"] = Field(
-        default="all", description="Queues a worker serves: interactive (ml.interactive), bulk (ml, ml.bulk), or all"
+    worker_lane: Literal["all", "interactive", "bulk", "maintenance"] = Field(
+        default="all",
+        description="Queues a worker serves: interactive (ml.interactive), bulk (ml, ml.bulk, ml.bulk.N), maintenance "
+        "(ml.maintenance), or all",
     )
     sync_group_max: int = Field(
         default=256, ge=1, le=1000, description="Most sync requests one API process sends in one message"
@@ -73,15 +106,45 @@ class Settings(BaseSettings):
         default=2, ge=1, le=64, description="Sync groups one API process has out at a time (sent, not answered)"
     )
     worker_prefetch: int = Field(default=4, ge=1, le=1000)
+    bulk_prefetch: int = Field(
+        default=1, ge=1, le=1000, description="Prefetch multiplier of a bulk-lane worker: 1 holds only what it runs"
+    )
     model_refresh_s: float = Field(default=10.0, ge=0.5, description="How often workers look for a new champion")
+    feature_revisions_refresh_s: float = Field(
+        default=2.0, gt=0, le=300, description="How often the API reads the feature revisions changed since"
+    )
+    retrain_every_s: float = Field(
+        default=7 * 24 * 3600.0, ge=0, description="How often beat sends retrain_model (weekly); 0: never"
+    )
+    retrain_weeks: int = Field(default=8, ge=1, le=52, description="Weeks with results the retraining gate compares")
+    retrain_from: date | None = Field(
+        default=None, description="First match date a retrain fits on (all results when unset); bounds tests"
+    )
+    retrain_time_limit_s: int = Field(default=1800, ge=60, le=6 * 3600, description="Hard limit of retrain_model")
     worker_metrics_port: int = Field(default=9808, ge=0, le=65535)
     worker_heartbeat_s: float = Field(default=5.0, gt=0)
+    worker_shutdown_grace_s: float = Field(
+        default=20.0, gt=0, le=3600, description="SIGTERM: running tasks get this long to finish, then are handed back"
+    )
     prometheus_multiproc_dir: Path | None = None
 
     ui_host: str = "127.0.0.1"
     ui_port: int = Field(default=8501, ge=0, le=65535, description="Streamlit UI port; 0: `matchcast up` starts no UI")
     ui_api_url: str | None = Field(default=None, description="API the UI talks to; this machine's API by default")
     ui_api_key: SecretStr | None = Field(default=None, description="Sent by the UI as X-API-Key when set")
+
+    # Feeds (README "Feeds"): where results and fixtures come from, how often, and what a source may send.
+    feeds: str | None = Field(
+        default=None,
+        description="Feed list: JSON ([{name, url, league?}]) or the path of a .json/.toml file; "
+        "HOME/feeds.toml or HOME/feeds.json when unset",
+    )
+    feeds_interval_s: float = Field(default=300.0, ge=0, description="Beat ingests every feed this often; 0: never")
+    feeds_stale_s: float = Field(default=6 * 3600.0, gt=0, description="/ready notes a feed not read for this long")
+    feed_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024, description="Largest feed file or upload accepted")
+    feed_timeout_s: float = Field(default=15.0, gt=0, le=300, description="Connect and read timeout of a feed")
+    feed_max_redirects: int = Field(default=3, ge=0, le=20, description="Redirects a feed may answer with")
+    maintenance_time_limit_s: int = Field(default=900, ge=10, le=24 * 3600, description="Time limit of a feed ingest")
 
     embedded_redis_port: int = Field(default=6390, ge=1, le=65535)
     demo_as_of: date | None = date(2026, 4, 1)
@@ -134,8 +197,19 @@ class Settings(BaseSettings):
         host = "127.0.0.1" if self.api_host in ("", "0.0.0.0", "::") else self.api_host
         return f"http://{f'[{host}]' if ':' in host else host}:{self.api_port}"
 
-    def artifact_location(self) -> str:
-        """Where a new experiment keeps its artifacts when the tracking store is local."""
+    def team_aliases_path(self) -> Path:
+        """The user's team-name aliases (``{"source name": "store name"}``), applied over the bundled ones."""
+        return self.home / "team_aliases.json"
+
+    def beat_schedule_path(self) -> Path:
+        """Where ``matchcast beat`` keeps its schedule (when each entry last ran)."""
+        return self.home / "beat" / "celerybeat-schedule"
+
+    def artifact_location(self) -> str | None:
+        """Where a new experiment keeps its artifacts when the tracking store is local; ``None`` for a tracking
+        server, which decides itself (``mlflow server --serve-artifacts``: over HTTP, so no host needs its disk)."""
+        if self.resolved_tracking_uri().startswith(("http://", "https://")):
+            return None
         return (self.home / "mlartifacts").as_uri()
 
 
@@ -166,7 +240,11 @@ _API_KEY = re.compile(r"\b(mc_[0-9a-f]{12}_)[A-Za-z0-9_-]+")
 
 
 def redact_url(url: str) -> str:
-    """A URL safe to print or log: its password and secret query values masked (``amqp://user:***@host//``)."""
+    """A URL safe to print or log: its password and secret query values masked (``amqp://user:***@host//``).
+
+    A failover list (``amqp://a;amqp://b``, as kombu takes a broker cluster) is masked URL by URL."""
+    if ";" in url and "://" in url.split(";", 1)[1]:
+        return ";".join(redact_url(part) for part in url.split(";"))
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -186,7 +264,8 @@ def secrets_of(settings: Settings) -> tuple[str, ...]:
     """Every secret these settings hold (URL passwords, SecretStr settings), as they may appear in any text."""
     found: set[str] = set()
     urls = (settings.database_url, settings.broker_url, settings.result_backend)
-    for url in (*urls, settings.mlflow_tracking_uri, settings.mlflow_registry_uri):
+    every = (*urls, settings.mlflow_tracking_uri, settings.mlflow_registry_uri)
+    for url in (part for u in every if u for part in u.split(";")):  # a broker failover list: each of its URLs
         try:
             password = urlsplit(url).password if url else None
         except ValueError:

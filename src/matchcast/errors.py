@@ -15,12 +15,14 @@ MatchcastError                  matchcast_error        500
 ├── Gone                        task_gone              410   (expired_at: kept a while after expiry)
 ├── InvalidInput                invalid_input          422
 │   ├── IngestError             ingest_error           (file, line, column)
+│   ├── UnsupportedMediaType    unsupported_media_type 415
 │   └── CallbackUrlRefused      callback_url_refused
 ├── FeaturesNotReady            features_not_ready     409
 ├── Conflict                    conflict               409
 ├── PredictionTimeout           prediction_timeout     504
 ├── PredictionFailed            prediction_failed      500
 ├── DeadLettered                dead_lettered          500
+├── FeedError                   feed_error             502   (reason: unreachable, http_status, too_large, ...)
 ├── Overloaded                  overloaded             429   (retry_after_s)
 ├── ServiceUnavailable          service_unavailable    503   (what is missing)
 ├── Unauthorized                unauthorized           401   (no valid API key)
@@ -91,15 +93,17 @@ class MatchesNotFound(NotFound):
 
 
 class Gone(MatchcastError):
-    """A task or batch that existed, whose record and result expired (``expired_at``: a Unix time)."""
+    """A task or batch that existed, whose record and result expired between ``expired_after`` and ``expired_at``
+    (Unix times: its tombstone knows the hour the id was issued in, not the second)."""
 
     type = "task_gone"
     status = 410
     expired_at = 0.0
+    expired_after: float | None = None
 
-    def __init__(self, detail: str, expired_at: float = 0.0) -> None:
+    def __init__(self, detail: str, expired_at: float = 0.0, expired_after: float | None = None) -> None:
         super().__init__(detail)
-        self.expired_at = expired_at
+        self.expired_at, self.expired_after = expired_at, expired_after
 
 
 class ModelNotFound(NotFound):
@@ -126,6 +130,13 @@ class IngestError(InvalidInput):
         self.path, self.line, self.column, self.problem = path, line, column, problem
 
 
+class UnsupportedMediaType(InvalidInput):
+    """A request body of a content type the route does not take."""
+
+    type = "unsupported_media_type"
+    status = 415
+
+
 class FeaturesNotReady(MatchcastError):
     """A match has no precomputed features yet."""
 
@@ -150,6 +161,18 @@ class DeadLettered(MatchcastError):
     """A task was given up on and dead-lettered."""
 
     type = "dead_lettered"
+
+
+class FeedError(MatchcastError):
+    """A feed that could not be read, or whose file was refused; ``reason`` is a short slug for metrics."""
+
+    type = "feed_error"
+    status = 502
+    reason = "error"
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
 
 
 class Overloaded(MatchcastError):

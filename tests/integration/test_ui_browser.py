@@ -1,18 +1,21 @@
 """End to end: `matchcast up` (embedded Redis, worker, API and UI as real processes) driven in headless Chromium.
 
-Clicks through a sync prediction and a batch, and saves screenshots under test-artifacts/.
+Clicks through a sync prediction and a batch (each logged as served), the other pages, and the Results page once
+the predicted match's result is uploaded; saves screenshots under test-artifacts/.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
-import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +66,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         assert "matchcast is up" in output, output[-4000:]
         assert f"UI       {ui}" in output
         assert httpx.get(f"{ui}/_stcore/health", timeout=5).text == "ok"
-        yield {"ui": ui, "home": tmp / "home", "tmp": tmp}
+        yield {"ui": ui, "api": f"http://127.0.0.1:{api_port}", "home": tmp / "home", "tmp": tmp}
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -133,9 +136,18 @@ def screenshot(driver: Any, name: str) -> Path:
     return path
 
 
-def records(home: Path) -> list[dict[str, Any]]:
-    path = home / "ui" / "predictions.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+def logged(home: Path, source: str, n: int, timeout: float = 30) -> list[int]:
+    """The match ids of the served predictions of ``source`` in the stack's prediction log, once there are ``n``
+    (the workers write it in batches, off the hot path); fails with what is there after ``timeout``."""
+    deadline, ids = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        with contextlib.closing(sqlite3.connect(home / "matchcast.db")) as db:
+            query = "SELECT match_id FROM prediction_log WHERE source = ? AND NOT shadow ORDER BY id"
+            ids = [row[0] for row in db.execute(query, (source,))]
+        if len(ids) >= n:
+            return ids
+        time.sleep(0.5)
+    raise AssertionError(f"{len(ids)} {source} predictions logged in {timeout} s, not {n}")
 
 
 def test_a_sync_prediction_in_the_browser(browser: Any, stack: dict[str, Any]) -> None:
@@ -148,7 +160,7 @@ def test_a_sync_prediction_in_the_browser(browser: Any, stack: dict[str, Any]) -
     time.sleep(1)  # let the chart draw
     shot = screenshot(browser, "ui-upcoming.png")
     assert shot.stat().st_size > 10_000
-    assert [r["source"] for r in records(stack["home"])] == ["sync"]
+    assert len(logged(stack["home"], "sync", 1)) == 1
 
 
 def test_a_batch_in_the_browser(browser: Any, stack: dict[str, Any]) -> None:
@@ -161,7 +173,7 @@ def test_a_batch_in_the_browser(browser: Any, stack: dict[str, Any]) -> None:
     assert "failed" not in page
     time.sleep(1)
     screenshot(browser, "ui-batch.png")
-    assert sum(r["source"] == "batch" for r in records(stack["home"])) == n
+    assert len(logged(stack["home"], "batch", n)) == n
 
 
 def test_the_other_pages_in_the_browser(browser: Any, stack: dict[str, Any]) -> None:
@@ -177,5 +189,35 @@ def test_the_other_pages_in_the_browser(browser: Any, stack: dict[str, Any]) -> 
     assert "Home FC v Away FC" in page and "Home win" in page
     screenshot(browser, "ui-what-if.png")
     browser.get(stack["ui"] + "/results")
-    page = wait_text(browser, "Awaiting a result")
+    page = wait_text(browser, "No prediction has been scored yet")
     assert "error" not in page.lower()
+
+    # The result of the match predicted on the first page arrives (an upload, as a feed would bring it): the
+    # Results page scores that prediction, through the API.
+    (mid,) = logged(stack["home"], "sync", 1)
+    headers = {"X-API-Key": (stack["home"] / "admin.key").read_text().strip()}
+    match = httpx.get(f"{stack['api']}/predict/matches/{mid}", headers=headers, timeout=10).json()
+    day = date.fromisoformat(match["date"]).strftime("%d/%m/%Y")
+    csv = f"Date,HomeTeam,AwayTeam,FTHG,FTAG,FTR\n{day},{match['home_team']},{match['away_team']},2,1,H\n"
+    r = httpx.post(
+        f"{stack['api']}/admin/ingest",
+        params={"league": match["league"], "name": "result.csv"},
+        headers={**headers, "Content-Type": "text/csv"},
+        content=csv,
+        timeout=10,
+    )
+    assert r.status_code == 202, r.text
+    deadline, status = time.monotonic() + 120, {}
+    while time.monotonic() < deadline and status.get("status") not in ("SUCCESS", "FAILURE"):
+        time.sleep(0.5)
+        status = httpx.get(f"{stack['api']}{r.json()['status_url']}", headers=headers, timeout=10).json()
+    assert status.get("status") == "SUCCESS" and status["ingest"]["updated"] == 1, status
+    deadline, page = time.monotonic() + 60, ""
+    while "Scored predictions" not in page and time.monotonic() < deadline:  # the figures are cached 5 s
+        browser.get(stack["ui"] + "/results")
+        page = wait_text(browser, "Results so far", timeout=30)
+        with contextlib.suppress(AssertionError):
+            page = wait_text(browser, "Scored predictions", timeout=3)
+    assert "Scored predictions (1, latest first)" in page, page[-3000:]
+    assert "Scored this season\n1\n" in page and "Frequency baseline RPS" in page  # (the table itself is a canvas)
+    screenshot(browser, "ui-results.png")

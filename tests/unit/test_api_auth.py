@@ -132,6 +132,8 @@ def test_predict_key_cannot_do_admin_things(client: TestClient, settings: Settin
     # A predict key may predict, list, read task status.
     assert client.get(LISTING, headers={"X-API-Key": predict}).status_code == 200
     assert client.get("/monitoring/task_status/abc", headers={"X-API-Key": predict}).status_code != 403
+    live = client.get("/monitoring/live", headers={"X-API-Key": predict})  # the live scores: nothing scored yet
+    assert live.status_code == 200 and live.json()["models"] == [] and live.json()["comparisons"] == []
 
 
 def test_required_roles() -> None:
@@ -140,6 +142,8 @@ def test_required_roles() -> None:
     assert required_role("POST", "/predict/async/", s) == "predict"
     assert required_role("GET", "/monitoring/task_status/{task_id}", s) == "predict"
     assert required_role("DELETE", "/monitoring/task_status/{task_id}", s) == "admin"
+    assert required_role("GET", "/monitoring/live", s) == "predict"
+    assert required_role("GET", "/monitoring/live/predictions", s) == "predict"
     assert required_role("POST", "/monitoring/dead_letters/{dead_letter_id}/replay", s) == "admin"
     assert required_role("GET", "/monitoring/dead_letters", s) == "admin"
     assert required_role("GET", "/anything/new", s) == "admin"

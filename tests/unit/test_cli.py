@@ -109,6 +109,17 @@ def test_training_an_empty_store_is_refused() -> None:
     assert "run `matchcast ingest` first" in one_error_line(result)
 
 
+def test_retraining_an_empty_store_or_with_a_bad_date_is_refused() -> None:
+    assert "retrain" in {p[0] for p in command_paths() if p}
+    result = invoke(["retrain"])
+    assert result.exit_code == 1
+    assert "run `matchcast ingest` first" in one_error_line(result)
+    result = invoke(["retrain", "--from", "2026-02-30"])
+    assert result.exit_code == 2 and "'2026-02-30' is not a date (YYYY-MM-DD)" in one_error_line(result)
+    result = invoke(["retrain", "--weeks", "0"])
+    assert result.exit_code == 2 and "--weeks" in one_error_line(result)
+
+
 def _listening() -> tuple[socket.socket, int]:
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

@@ -20,7 +20,7 @@ PROMETHEUS = DEPLOY / "prometheus"
 DASHBOARD = DEPLOY / "grafana" / "matchcast-dashboard.json"
 PROMQL_WORDS = {
     "sum", "min", "max", "avg", "count", "rate", "increase", "delta", "histogram_quantile", "clamp_min", "vector",
-    "or", "and", "unless", "on", "ignoring", "bool", "offset",
+    "or", "and", "unless", "on", "ignoring", "bool", "offset", "time",
 }  # fmt: skip
 
 
@@ -83,7 +83,8 @@ def test_each_alert_fires_on_its_data_and_not_otherwise() -> None:
 def test_the_scrape_config_names_the_api_and_worker() -> None:
     config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
     jobs = {j["job_name"]: j["static_configs"][0]["targets"] for j in config["scrape_configs"]}
-    assert jobs == {"matchcast-api": ["127.0.0.1:8000"], "matchcast-worker": ["127.0.0.1:9808", "127.0.0.1:9809"]}
+    workers = ["127.0.0.1:9808", "127.0.0.1:9809", "127.0.0.1:9810"]  # bulk, interactive, maintenance (`matchcast up`)
+    assert jobs == {"matchcast-api": ["127.0.0.1:8000"], "matchcast-worker": workers}
 
 
 def test_the_alerts_the_brief_asks_for_exist() -> None:
@@ -96,10 +97,25 @@ def test_the_alerts_the_brief_asks_for_exist() -> None:
     assert "readiness_ok" in by_name["MatchcastNotReady"]
 
 
+def test_failing_stale_and_unknown_team_feeds_are_alerted_on() -> None:
+    by_name = {r["alert"]: str(r["expr"]) for r in alert_rules()}
+    assert "feed_failures_total" in by_name["MatchcastFeedFailing"]
+    assert "feed_last_success_timestamp_seconds" in by_name["MatchcastFeedStale"]
+    assert "feed_unknown_teams" in by_name["MatchcastFeedUnknownTeams"]
+
+
 def test_a_result_backend_that_forgets_is_alerted_on() -> None:
     by_name = {r["alert"]: str(r["expr"]) for r in alert_rules()}
     assert "result_backend_resets_total" in by_name["MatchcastResultBackendCameBackEmpty"]
     assert "result_backend_persistent" in by_name["MatchcastResultBackendNotPersistent"]
+
+
+def test_live_scores_are_alerted_on() -> None:
+    by_name = {r["alert"]: str(r["expr"]) for r in alert_rules()}
+    worse = by_name["MatchcastLiveWorseThanBaseline"]
+    assert 'model_live_rps{window="last200"}' in worse and "model_live_baseline_rps" in worse
+    drift = by_name["MatchcastLiveDrift"]
+    assert 'model_live_rps{window="last200"}' in drift and "model_heldout_rps" in drift
 
 
 @pytest.mark.parametrize("source", ["alerts", "dashboard"])

@@ -21,6 +21,10 @@ from matchcast.config import RedactingFormatter, Settings, redact_text, redact_u
         ("postgresql+psycopg://app@db/matchcast", "postgresql+psycopg://app@db/matchcast"),
         ("https://mlflow.example.org/?token=abc&x=1", "https://mlflow.example.org/?token=***&x=1"),
         ("sqlite:////home/u/.matchcast/matchcast.db", "sqlite:////home/u/.matchcast/matchcast.db"),
+        (  # a broker cluster as a failover list: every URL masked, not only the first
+            "amqp://mc:pw1@broker-1:5672//;amqp://mc:pw2@broker-2:5672//",
+            "amqp://mc:***@broker-1:5672//;amqp://mc:***@broker-2:5672//",
+        ),
     ],
 )
 def test_redact_url(url: str, shown: str) -> None:
@@ -66,3 +70,9 @@ def test_formatter_redacts_messages_arguments_and_tracebacks() -> None:
     out = stream.getvalue()
     assert "T0p-Secret" not in out
     assert "amqp://u:***@h//" in out and "ConnectionError" in out and "Traceback" in out
+
+
+def test_every_password_of_a_failover_list_is_a_secret(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, broker_url="amqp://mc:first-pw@b1:5672//;amqp://mc:second-pw@b2:5672//")
+    assert {"first-pw", "second-pw"} <= set(secrets_of(settings))
+    assert "second-pw" not in redact_text("cannot reach amqp://mc:second-pw@b2:5672//", secrets_of(settings))

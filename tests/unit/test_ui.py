@@ -15,7 +15,6 @@ from streamlit.testing.v1 import AppTest
 from matchcast.api.app import create_app
 from matchcast.config import Settings
 from matchcast.ui.client import ApiClient, ApiError, UiConfig
-from matchcast.ui.history import PredictionLog, results_so_far, score
 
 APP = Path(__file__).resolve().parents[2] / "src" / "matchcast" / "ui" / "app.py"
 BASE = "http://api.test"
@@ -58,6 +57,8 @@ class FakeApi:
         self.tasks: dict[str, int] = {}
         self.batches: dict[str, list[str]] = {}
         self.calls: list[httpx.Request] = []
+        self.live: tuple[dict[str, Any], dict[str, Any]] | None = None  # /monitoring/live and its predictions
+        self.live_error: tuple[int, dict[str, Any]] | None = None
 
     def prediction(self, match_id: int | None, **labels: Any) -> dict[str, Any]:
         p = 0.3 + (match_id or 0) % 7 / 50
@@ -159,6 +160,11 @@ class FakeApi:
             results = [{"match_id": self.tasks[s["task_id"]], **s} for s in states if s["status"] == "SUCCESS"]
             failures = [{"match_id": self.tasks[s["task_id"]], **s} for s in states if s["status"] == "FAILURE"]
             return httpx.Response(200, json={"results": results, "failures": failures})
+        if path.startswith("/monitoring/live"):
+            if self.live_error is not None:
+                return httpx.Response(self.live_error[0], json=self.live_error[1])
+            assert self.live is not None
+            return httpx.Response(200, json=self.live[0] if path == "/monitoring/live" else self.live[1])
         if path.startswith("/monitoring/task_status/"):
             return httpx.Response(200, json=self.task(path.rsplit("/", 1)[1]))
         if path.startswith("/predict/"):
@@ -176,9 +182,8 @@ def run_page(name: str, client: object, home: object) -> None:
     Its source runs alone, so its annotations name only builtins.
     """
     from matchcast.ui import pages
-    from matchcast.ui.history import PredictionLog
 
-    pages.PAGES[name](pages.Ui(client=client, log=PredictionLog(home), home=home, poll_s=0.01))
+    pages.PAGES[name](pages.Ui(client=client, home=home, poll_s=0.01))
 
 
 @pytest.fixture
@@ -218,8 +223,7 @@ def test_upcoming_filters_predicts_and_records(api: FakeApi, tmp_path: Path) -> 
     assert [m.label for m in at.metric] == ["Home win", "Draw", "Away win"]
     assert "version 7" in texts(at) and "Home 3 v Away 3" in choice
     assert [r.url.path for r in api.calls if r.url.path.startswith("/predict/1")] == ["/predict/103"]
-    records = PredictionLog(tmp_path).records()
-    assert [(r["match_id"], r["source"], r["model_version"]) for r in records] == [(103, "sync", "7")]
+    assert not (tmp_path / "ui").exists()  # the UI keeps no record of its own: the workers' prediction log does
 
 
 @pytest.mark.parametrize(
@@ -237,7 +241,7 @@ def test_upcoming_shows_timeouts_and_outages_as_a_message(
     at.button(key="up_predict").click().run()
     assert not at.exception
     assert len(at.error) == 1 and expected in at.error[0].value
-    assert not at.metric and PredictionLog(tmp_path).records() == []
+    assert not at.metric
 
 
 def test_every_page_says_so_when_the_api_is_down(tmp_path: Path) -> None:
@@ -287,7 +291,6 @@ def test_batch_of_a_matchday_fills_progress_and_lists_failures(api: FakeApi, tmp
     assert "FeaturesNotReady: no features for match 102" in failures.value
     # Every task was polled until it reported, and each success was recorded once.
     assert all(n == api.pending_polls + 1 for n in api.polls.values()) and len(api.polls) == 8
-    assert sorted(r["match_id"] for r in PredictionLog(tmp_path).records()) == [100, *range(103, 109)]
     # A rerun shows the finished batch without polling again.
     polls = sum(api.polls.values())
     at.run()
@@ -322,9 +325,8 @@ def test_batch_gives_up_at_its_deadline(api: FakeApi, tmp_path: Path) -> None:
 
     def run_slow(client: object, home: object) -> None:
         from matchcast.ui import pages
-        from matchcast.ui.history import PredictionLog
 
-        pages.batch(pages.Ui(client=client, log=PredictionLog(home), home=home, poll_s=0.01, batch_deadline_s=0.2))
+        pages.batch(pages.Ui(client=client, home=home, poll_s=0.01, batch_deadline_s=0.2))
 
     client = ApiClient(BASE, transport=httpx.MockTransport(api))
     at = AppTest.from_function(run_slow, args=(client, tmp_path), default_timeout=20).run()
@@ -356,7 +358,6 @@ def test_what_if_form_takes_its_bounds_from_the_openapi_schema(api: FakeApi, tmp
     assert body["features"]["elo_home"] == 1800.0 and body["home_team"] == "Lions"
     assert set(body["features"]) == set(props)
     assert [m.label for m in at.metric] == ["Home win", "Draw", "Away win"]
-    assert PredictionLog(tmp_path).records() == []  # what-if predictions are of no stored match
 
 
 def test_what_if_shows_the_apis_validation_errors(api: FakeApi, tmp_path: Path) -> None:
@@ -404,45 +405,81 @@ def test_model_page_shows_an_evaluation_summary_when_present(api: FakeApi, tmp_p
 # --- Results so far ----------------------------------------------------------------------------------------------
 
 
-def test_results_so_far_scores_recorded_predictions_with_known_results(api: FakeApi, tmp_path: Path) -> None:
-    at = page("results", api, tmp_path).run()
-    assert "No predictions recorded yet" in at.info[0].value
-    log = PredictionLog(tmp_path)
-    for mid in (100, 101, 102):
-        log.add(api.prediction(mid), source="sync")
-    log.add(api.prediction(None), source="sync")  # inline: not recorded
-    api.results = {100: (2, 0, "H"), 101: (1, 1, "D")}
+def live_body(scored: list[tuple[int, str, float]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``GET /monitoring/live`` and ``/monitoring/live/predictions`` bodies for ``scored`` (match, result, p_home),
+    made with the API's own schemas and scoring so the fake answers what the API would."""
+    from datetime import UTC, datetime
+
+    import numpy as np
+
+    from matchcast.data.prediction_log import CountedPrediction
+    from matchcast.data.store import MatchRow
+    from matchcast.schemas import LiveModel, LiveReport, LiveScores, LiveWindow
+    from matchcast.service.live import Windows, league_scores, prediction_rows
+
+    now = datetime(2026, 4, 20, tzinfo=UTC)
+    counted = [
+        CountedPrediction(
+            MatchRow(mid, "premier-league", "2025/26", date(2026, 4, 10), f"Home {mid}", f"Away {mid}", 1, 0, res),
+            now, "7", False, "sync", (p, 0.25, 0.75 - p), now, None,
+        )
+        for mid, res, p in scored
+    ]  # fmt: skip
+    baseline = {c.match.match_id: np.array([0.45, 0.27, 0.28]) for c in counted}
+    page = {"total": len(counted), "limit": 200, "offset": 0, "items": [
+        r.model_dump(mode="json") for r in prediction_rows(counted, baseline)
+    ]}  # fmt: skip
+    scores = LiveScores(rps=0.21, log_loss=1.0, brier=0.6, accuracy=0.5)
+    base = LiveScores(rps=0.23, log_loss=1.05, brier=0.64, accuracy=0.45)
+    window = (
+        LiveWindow(n=len(counted), model=scores, baseline=base)
+        if counted
+        else LiveWindow(n=0, model=None, baseline=None)
+    )
+    models = [
+        LiveModel(model_version="7", shadow=False, role="champion", heldout_rps=0.2, windows=dict.fromkeys(
+            ("7d", "30d", "season", "last200"), window
+        ))
+    ] if counted else []  # fmt: skip
+    spans = Windows(date(2026, 4, 10), "2025/26").spans() if counted else {}
+    report = LiveReport(
+        computed_at=now, latest_match_date=date(2026, 4, 10) if counted else None, season="2025/26",
+        rule="the last prediction served before the result", windows=spans, models=models, comparisons=[],
+        leagues=league_scores(counted, baseline),
+    )  # fmt: skip
+    return report.model_dump(mode="json"), page
+
+
+def test_results_so_far_reads_the_live_scores_from_the_api(api: FakeApi, tmp_path: Path) -> None:
+    api.live = live_body([])
     at = page("results", api, tmp_path).run()
     assert not at.exception and not at.error
+    assert "No prediction has been scored yet" in at.info[0].value
+    api.live = live_body([(100, "H", 0.5), (101, "D", 0.3)])
+    at = page("results", api, tmp_path).run()
+    assert not at.exception and not at.error
+    assert {"/monitoring/live", "/monitoring/live/predictions"} <= {r.url.path for r in api.calls}
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Scored"] == "2" and metrics["Awaiting a result"] == "1"
-    table = at.dataframe[0].value
-    assert list(table["match_id"]) == [100, 101] and list(table["actual"]) == ["H", "D"]
-    assert list(table["hit"]) == [True, False]
+    assert metrics["Scored this season"] == "2" and metrics["Mean RPS"] == "0.2100"
+    assert metrics["Frequency baseline RPS"] == "0.2300"
+    summary, leagues, table = (d.value for d in at.dataframe)
+    assert set(summary["window"]) == {"last 7 days", "last 30 days", "the season", "last 200"}
+    # Per league: the served forecasts against the baseline on the same matches (0.45 H, 0.27 D, 0.28 A).
+    assert list(leagues["league"]) == ["premier-league"] and list(leagues["matches"]) == [2]
+    model_rps = [((0.5 - 1) ** 2 + (0.75 - 1) ** 2) / 2, (0.3**2 + (0.3 + 0.25 - 1) ** 2) / 2]
+    base_rps = [((0.45 - 1) ** 2 + (0.72 - 1) ** 2) / 2, (0.45**2 + (0.72 - 1) ** 2) / 2]
+    assert leagues["RPS"][0] == pytest.approx(sum(model_rps) / 2)
+    assert leagues["difference"][0] == pytest.approx((sum(model_rps) - sum(base_rps)) / 2)
+    assert list(table["match_id"]) == [101, 100] and list(table["result"]) == ["D", "H"]
+    assert list(table["hit"]) == [False, True]  # 0.5 home is the likeliest for 100; 0.45 away for 101
+    assert not (tmp_path / "ui").exists()
 
 
-def test_scores() -> None:
-    predicted, hit, rps, log_loss, p = score({"home": 0.5, "draw": 0.3, "away": 0.2}, "H")
-    assert (predicted, hit, p) == ("H", True, 0.5)
-    assert rps == pytest.approx(((0.5 - 1) ** 2 + (0.8 - 1) ** 2) / 2) and log_loss == pytest.approx(0.6931, abs=1e-4)
-    assert score({"home": 1 / 3, "draw": 1 / 3, "away": 1 / 3}, "A")[2] == pytest.approx(5 / 18)
-
-
-def test_results_survive_a_damaged_record_file_and_a_failing_lookup(tmp_path: Path) -> None:
-    log = PredictionLog(tmp_path)
-    log.add({"match_id": 1, "probabilities": {"home": 0.6, "draw": 0.2, "away": 0.2}}, source="sync")
-    with log.path.open("a") as f:
-        f.write("{not json\n")
-    log.add({"match_id": 2, "probabilities": {"home": 0.6, "draw": 0.2, "away": 0.2}}, source="batch")
-
-    def fetch(mid: int) -> dict[str, Any]:
-        if mid == 2:
-            raise ApiError("boom")
-        return {"match_id": 1, "result": "A", "home_team": "a", "away_team": "b", "date": "2026-04-02"}
-
-    out = results_so_far(log.records(), fetch)
-    assert [s.match_id for s in out.scored] == [1] and out.unavailable == ["2: boom"]
-    assert out.summary()["accuracy"] == 0.0
+def test_results_so_far_says_what_failed(api: FakeApi, tmp_path: Path) -> None:
+    api.live_error = (403, {"type": "forbidden", "detail": "this needs a predict key"})
+    at = page("results", api, tmp_path).run()
+    assert not at.exception
+    assert len(at.error) == 1 and "may not do this" in at.error[0].value
 
 
 # --- The entry point ---------------------------------------------------------------------------------------------

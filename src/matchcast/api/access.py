@@ -24,7 +24,8 @@ from matchcast.service.ratelimit import TokenBuckets
 PROBES = frozenset({"/health", "/ready", "/metrics"})
 READ_METHODS = frozenset({"GET", "HEAD"})
 REFUSALS = (Unauthorized, RateLimited, Forbidden)
-WATCHED = ("/monitoring/task_status/", "/monitoring/batch_status/")  # reading (and streaming) them needs predict
+# Reading (and streaming) them needs predict; so do the live scores.
+WATCHED = ("/monitoring/task_status/", "/monitoring/batch_status/", "/monitoring/live")
 
 
 def required_role(method: str, path: str, settings: Settings) -> Role | None:

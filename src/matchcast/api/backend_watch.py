@@ -1,10 +1,13 @@
-"""Watching the result backend's data: did it come back empty, does it keep an append-only file?
+"""Watching the result backend's data: did it come back empty, does it keep an append-only file, has it the
+replicas that writes wait for?
 
 Task records, idempotency keys, cancel markers and callbacks live in the result backend. With an append-only
 file they survive its restart; without one, or when the backend is replaced, they are gone. A marker key
 without TTL (``matchcast:backend``, an epoch) tells the two apart: when it vanishes, the backend came back
 empty. Both facts go to ``/ready`` (degraded, not failing: the backend works, it has forgotten) and to metrics
-with alerts (``deploy/prometheus/alerts.yml``).
+with alerts (``deploy/prometheus/alerts.yml``). A failover to a replica that has the data keeps the marker (the
+epoch stays); a master short of the replicas that writes wait for (``MATCHCAST_RESULT_BACKEND_WAIT_REPLICAS``, e.g.
+alone after a failover) is degraded too: losing it now would lose what it acknowledged since.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import time
 
 from matchcast.api.background import BackgroundLoop
 from matchcast.errors import MatchcastError
-from matchcast.metrics import RESULT_BACKEND_PERSISTENT, RESULT_BACKEND_RESETS
+from matchcast.metrics import RESULT_BACKEND_PERSISTENT, RESULT_BACKEND_REPLICAS, RESULT_BACKEND_RESETS
 from matchcast.tasks.records import TaskRecords
 
 log = logging.getLogger("matchcast.api")
@@ -33,6 +36,7 @@ class BackendWatch(BackgroundLoop):
         self.epoch: str | None = None
         self.lost_at: float | None = None
         self.persistent: bool | None = None
+        self.replicas: int | None = None
 
     async def check(self) -> None:
         """Read (or create) the epoch marker; a different epoch than last time means the data was lost."""
@@ -47,8 +51,9 @@ class BackendWatch(BackgroundLoop):
                 self.epoch,
             )
         self.epoch = epoch
-        self.persistent = await self.records.persistent()
+        self.persistent, self.replicas = await self.records.durability()
         RESULT_BACKEND_PERSISTENT.set(1 if self.persistent else 0)
+        RESULT_BACKEND_REPLICAS.set(self.replicas)
 
     def degraded(self) -> dict[str, str]:
         """What ``/ready`` reports as degraded (working, but less than promised)."""
@@ -61,6 +66,9 @@ class BackendWatch(BackgroundLoop):
             )
         if self.persistent is False:
             notes.append("keeps no append-only file (appendonly no): a restart would forget every accepted task")
+        wanted = self.records.wait.replicas
+        if self.replicas is not None and self.replicas < wanted:
+            notes.append(f"{self.replicas} of {wanted} replicas connected: a failover now would lose recent writes")
         if notes:
             out["result_backend"] = "; ".join(notes)
         return out

@@ -1,5 +1,5 @@
-"""Admission control that costs nothing per request: the depth of ``ml`` (and the dead-letter count) sampled in
-the background."""
+"""Admission control that costs nothing per request: the depth of ``ml`` (and the dead-letter count, and each API
+key's backlog on the bulk lane for ``async_backlog{key}``) sampled in the background."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ from matchcast.api.background import BackgroundLoop
 from matchcast.config import Settings
 from matchcast.data.dead_letters import DeadLetters
 from matchcast.errors import Overloaded
-from matchcast.metrics import DEAD_LETTERS, QUEUE_DEPTH
+from matchcast.metrics import ASYNC_BACKLOG, DEAD_LETTERS, QUEUE_DEPTH
 from matchcast.service.wiring import store_for
 from matchcast.tasks.celery_app import queue_depth
+from matchcast.tasks.cluster import broker_connection
+from matchcast.tasks.fairshare import FairShare
 from matchcast.tasks.names import ML_QUEUE
 
 log = logging.getLogger("matchcast.api")
@@ -29,8 +31,9 @@ class BacklogSampler(BackgroundLoop):
 
     task_name = "matchcast-backlog-sampler"
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, fair: FairShare | None = None) -> None:
+        self.settings, self.fair = settings, fair
+        self.by_key: dict[str, int] = {}  # bulk-lane backlog by API key id, as last sampled
         self.depth: int | None = None
         self.consumers: int | None = None
         self.sampled_at = 0.0
@@ -38,7 +41,7 @@ class BacklogSampler(BackgroundLoop):
 
     def _sample(self) -> tuple[int, int | None]:
         if self._conn is None:
-            self._conn = Connection(self.settings.resolved_broker_url(), connect_timeout=2)
+            self._conn = broker_connection(self.settings, timeout=2)
         try:
             return queue_depth(self.settings, self._conn)
         except Exception:
@@ -63,7 +66,24 @@ class BacklogSampler(BackgroundLoop):
                 QUEUE_DEPTH.set(depth)
             except Exception:
                 self.depth = None
+            await self._sample_keys()
             await asyncio.sleep(self.settings.backlog_sample_s)
+
+    async def _sample_keys(self) -> None:
+        """The per-key backlog gauge (``async_backlog{key}``); keys whose work is done leave it."""
+        if self.fair is None:
+            return
+        try:
+            by_key = await self.fair.backlog()
+        except Exception as exc:
+            log.debug("could not read the per-key backlog: %s", exc)
+            return
+        for gone in set(self.by_key) - set(by_key):
+            with contextlib.suppress(KeyError):
+                ASYNC_BACKLOG.remove(gone)
+        for key, n in by_key.items():
+            ASYNC_BACKLOG.labels(key=key).set(n)
+        self.by_key = by_key
 
     async def stop(self) -> None:
         """Stop sampling and release the broker connection."""

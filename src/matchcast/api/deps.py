@@ -20,7 +20,8 @@ from matchcast.data.store import MatchStore
 from matchcast.schemas import ModelInfo
 from matchcast.service.auth import ApiKeyService
 from matchcast.service.catalog import ModelCatalog
-from matchcast.service.match_index import KnownMatches
+from matchcast.service.live import LiveScoresService, live_service_for
+from matchcast.service.match_index import FeatureRevisions, KnownMatches
 from matchcast.service.ratelimit import TokenBuckets
 
 V = TypeVar("V")
@@ -58,7 +59,9 @@ class Parts:
     keys: ApiKeyService | None = None  # API keys (api/auth.py); built from settings when left out
     limiter: TokenBuckets | None = None  # per-key rate limits
     matches: KnownMatches | None = None  # stored match ids, from memory
+    revisions: FeatureRevisions | None = None  # stored matches' feature revisions, from memory
     flights: SingleFlight = field(default_factory=SingleFlight)  # shared lookups (api/auth.py, model info)
+    live: LiveScoresService | None = None  # live scores (api/live.py), built on first use
 
     async def model_info(self) -> ModelInfo:
         """The serving model's metadata: cached, or asked of the registry once for all who wait."""
@@ -70,6 +73,12 @@ class Parts:
         if self.matches is None:
             self.matches = KnownMatches(self.store)
         return self.matches
+
+    def feature_revisions(self) -> FeatureRevisions:
+        """The stored matches' feature revisions, built on first use (kept current by ``api.revisions``)."""
+        if self.revisions is None:
+            self.revisions = FeatureRevisions(self.store)
+        return self.revisions
 
 
 async def _matches(request: Request) -> KnownMatches:
@@ -97,6 +106,13 @@ async def _catalog(request: Request) -> ModelCatalog:
     return _parts(request).catalog
 
 
+async def _live(request: Request) -> LiveScoresService:
+    parts = _parts(request)
+    if parts.live is None:
+        parts.live = live_service_for(parts.settings)
+    return parts.live
+
+
 async def _all_parts(request: Request) -> Parts:
     return _parts(request)
 
@@ -108,3 +124,4 @@ StoreDep = Annotated[MatchStore, Depends(_store)]
 DispatcherDep = Annotated[Dispatcher, Depends(_dispatcher)]
 CatalogDep = Annotated[ModelCatalog, Depends(_catalog)]
 MatchesDep = Annotated[KnownMatches, Depends(_matches)]
+LiveDep = Annotated[LiveScoresService, Depends(_live)]

@@ -17,10 +17,10 @@ import time
 import uuid
 from typing import Any
 
-import redis.asyncio as aioredis
 from celery import Celery
 from celery.exceptions import TaskRevokedError
 from kombu import Connection
+from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
 from matchcast.api.backend_watch import BackendWatch
@@ -31,12 +31,14 @@ from matchcast.api.listener import ResultListener
 from matchcast.config import Settings
 from matchcast.errors import BatchNotFound, Conflict, PredictionTimeout, ServiceUnavailable
 from matchcast.schemas import BatchCancelled, TaskStatus
+from matchcast.tasks.backend_client import ReplicaWait, async_backend_client
 from matchcast.tasks.batches import batch_meta
 from matchcast.tasks.celery_app import declare_topology, is_amqp, make_celery
+from matchcast.tasks.fairshare import FairShare
 from matchcast.tasks.keys import callback_key, idempotency_key
-from matchcast.tasks.messages import BROKER_ERRORS, TaskMessage, enqueue, predict, predict_chunk
+from matchcast.tasks.messages import BROKER_ERRORS, TaskMessage, enqueue, ingest_upload, predict, predict_chunk
 from matchcast.tasks.names import BULK_CHUNK
-from matchcast.tasks.records import TaskRecords
+from matchcast.tasks.records import TaskRecords, backend_down
 from matchcast.tasks.status import READY_STATES, outcome
 
 log = logging.getLogger("matchcast.api")
@@ -48,15 +50,16 @@ class Dispatcher:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.celery: Celery = make_celery(settings, publisher=True)
-        self.redis = aioredis.Redis.from_url(
-            settings.resolved_result_backend(), socket_timeout=3, socket_connect_timeout=2, health_check_interval=30
+        self.redis = async_backend_client(
+            settings, socket_timeout=3, socket_connect_timeout=2, health_check_interval=30
         )
-        self.records = TaskRecords(self.redis, settings.task_ttl_s, settings.task_gone_s)
+        self.records = TaskRecords(self.redis, settings.task_ttl_s, settings.task_gone_s, ReplicaWait.of(settings))
+        self.fair = FairShare(self.redis, settings.task_ttl_s)  # which bulk sub-queue a key's batches go to
         self.listener = ResultListener(self.redis)
         self.hub = EventHub(settings.sse_streams_per_key)  # open event streams, woken by the listener
         self.listener.watched, self.listener.changed = self.hub.watched, self.hub.changed
         self.listener.reconnected = self.hub.reconnected
-        self.backlog = BacklogSampler(settings)
+        self.backlog = BacklogSampler(settings, self.fair)
         self.watch = BackendWatch(self.records)
         self.groups = SyncGroups(
             self.records,
@@ -154,26 +157,60 @@ class Dispatcher:
             await self.records.release(callback_key(task_id))
         return claimed
 
+    async def submit_upload(self, name: str, content: str, league: str | None) -> str:
+        """Queue an uploaded file's ingest on ``ml.maintenance``: its task id (status as any task's)."""
+        task_id = str(uuid.uuid4())
+        message = ingest_upload(name, content, league, task_id)
+        await self.records.issue([task_id], "maintenance", lambda: self.publish(message))
+        return task_id
+
     async def submit_batch(
         self, match_ids: list[int], *, deadline: float | None = None, key: str | None = None
     ) -> tuple[str, dict[int, str]]:
         """Queue many stored matches as chunks on ``ml.bulk``: the batch id, and one task id per match.
 
-        The batch's record (its tasks, ``deadline``, the submitting API ``key``) is written in the round trip
-        that records the task ids, before anything is sent.
+        With fair share (the default), the chunks go to the bulk sub-queue of the submitting API ``key``
+        (``tasks/fairshare.py``: one more round trip). The batch's record (its tasks, ``deadline``, ``key``) is
+        written in the round trip that records the task ids, before anything is sent.
         """
         self.backlog.admit()
         batch_id = str(uuid.uuid4())
         ids = {m: str(uuid.uuid4()) for m in dict.fromkeys(match_ids)}
         items = [(task_id, match_id) for match_id, task_id in ids.items()]
         by = dict.fromkeys(ids.values(), deadline) if deadline is not None else None
+        parts = [items[i : i + BULK_CHUNK] for i in range(0, len(items), BULK_CHUNK)]
+        chunk_ids = [str(uuid.uuid4()) for _ in parts]
+        queue = await self._fair_queue(key, [(c, len(p)) for c, p in zip(chunk_ids, parts, strict=True)])
         chunks = [
-            predict_chunk(part, batch=True, batch_id=batch_id, deadlines={t: by[t] for t, _ in part} if by else None)
-            for part in (items[i : i + BULK_CHUNK] for i in range(0, len(items), BULK_CHUNK))
+            predict_chunk(
+                part,
+                batch=True,
+                batch_id=batch_id,
+                deadlines={t: by[t] for t, _ in part} if by else None,
+                queue=queue,
+                chunk_id=chunk_id,
+            )
+            for chunk_id, part in zip(chunk_ids, parts, strict=True)
         ]
         record = batch_meta(ids, time.time(), deadline, key)
-        await self.records.issue(list(ids.values()), "batch", lambda: self.publish(*chunks), batch=(batch_id, record))
+        try:
+            await self.records.issue(
+                list(ids.values()), "batch", lambda: self.publish(*chunks), batch=(batch_id, record)
+            )
+        except Exception:
+            if queue is not None:  # nothing was sent: its shares are given back
+                await self.fair.release(chunk_ids)
+            raise
         return batch_id, ids
+
+    async def _fair_queue(self, key: str | None, chunks: list[tuple[str, int]]) -> str | None:
+        """The bulk sub-queue of ``key`` (fair share), or None for the one ``ml.bulk`` (fair share off)."""
+        if not self.settings.fair_share:
+            return None
+        try:
+            return await self.fair.assign(key, chunks)
+        except RedisError as exc:
+            raise backend_down(exc) from exc
 
     async def batch(self, batch_id: str) -> tuple[dict[str, Any], list[dict[str, Any] | None]]:
         """A batch's record and its tasks' result records (two round trips, whatever its size); 410 or 404."""

@@ -13,6 +13,7 @@ from starlette.routing import Match
 
 from matchcast.errors import (
     Gone,
+    IngestError,
     MatchcastError,
     MatchesNotFound,
     Overloaded,
@@ -37,11 +38,19 @@ def answer_of(exc: MatchcastError) -> tuple[int, dict[str, object], dict[str, st
     body: dict[str, object] = {"type": exc.type, "detail": exc.detail}
     if isinstance(exc, ServiceUnavailable):
         body["missing"] = exc.missing
+    if isinstance(exc, IngestError) and hasattr(exc, "line"):  # the place of the first problem in the file
+        body |= {"file": exc.path, "line": exc.line, "column": exc.column}
     if isinstance(exc, MatchesNotFound):
         body["match_ids"] = exc.match_ids
     if isinstance(exc, Gone):
-        body["expired_at"] = datetime.fromtimestamp(exc.expired_at, UTC).isoformat().replace("+00:00", "Z")
+        body["expired_at"] = _iso(exc.expired_at)
+        if exc.expired_after is not None:
+            body["expired_after"] = _iso(exc.expired_after)
     return status_of(exc), body, headers
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 _METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")

@@ -33,13 +33,19 @@ from matchcast.tasks.records import TaskRecords
 
 STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 KEEPALIVE = b": keep-alive\n\n"
+# Redis reads the event streams of one API process make at once. A change wakes every stream watching it, and
+# each reads once: without a bound, a few hundred streams woken together would take every connection of the
+# process's Redis pool (100, redis-py's default) and fail with 503 mid-stream, requests of other routes with them.
+STREAM_READS = 32
 
 
 class Watch:
-    """One open stream's interest in some ids: woken (``wait``) when any of them changes."""
+    """One open stream's interest in some ids: woken (``wait``) when any of them changes; ``reads`` bounds the
+    Redis reads of all the process's streams at once (``STREAM_READS``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, reads: asyncio.Semaphore) -> None:
         self.woken = asyncio.Event()
+        self.reads = reads
 
     async def wait(self, timeout: float) -> bool:
         """True when woken within ``timeout`` seconds (and ready to be woken again), else False."""
@@ -58,6 +64,7 @@ class EventHub:
         self.per_key = per_key
         self.watches: dict[str, set[Watch]] = {}
         self.open: Counter[str] = Counter()
+        self.reads = asyncio.Semaphore(STREAM_READS)
 
     def watched(self) -> bool:
         """Whether any stream is open (the listener decodes notices only then)."""
@@ -81,7 +88,7 @@ class EventHub:
         if self.open[owner] >= self.per_key:
             SSE_REFUSED.inc()
             raise TooManyStreams(f"{self.per_key} event streams are open for this key on this API process")
-        watch = Watch()
+        watch = Watch(self.reads)
         self.open[owner] += 1
         self.watches.setdefault(ident, set()).add(watch)
         SSE_STREAMS.labels(kind=kind).inc()
@@ -120,7 +127,8 @@ async def task_events(
         if not await watch.wait(keepalive_s):
             yield KEEPALIVE
             continue
-        status = await records.status(status.task_id)
+        async with watch.reads:
+            status = await records.status(status.task_id)
 
 
 def _progress(batch_id: str, states: dict[str, str], changes: list[dict[str, Any]], kind: str) -> dict[str, Any]:
@@ -158,7 +166,8 @@ async def batch_events(
         return {"task_id": task_id, "match_id": matches.get(task_id), "status": state}
 
     if last_seen is not None and STREAM_ID.match(last_seen):  # resuming: what changed since, in one event
-        missed = await records.batch_events(batch_id, last_seen)
+        async with watch.reads:
+            missed = await records.batch_events(batch_id, last_seen)
         seen = {t for _, _, changes in missed for t, _ in changes if t in states}
         payload = [change(t, states[t]) for t in states if t in seen]
         data = _progress(batch_id, states, payload, "resumed")
@@ -170,7 +179,9 @@ async def batch_events(
         if not await watch.wait(keepalive_s):
             yield KEEPALIVE
             continue
-        for ident, kind, changes in await records.batch_events(batch_id, cursor):
+        async with watch.reads:
+            entries = await records.batch_events(batch_id, cursor)
+        for ident, kind, changes in entries:
             cursor = ident
             known = [(t, s) for t, s in changes if t in states]
             for task_id, state in known:

@@ -13,10 +13,12 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from matchcast.api.background import BackgroundLoop
+from matchcast.tasks.backend_client import on_current_master
 from matchcast.tasks.keys import EVENTS_CHANNEL, RESULT_KEY
 from matchcast.tasks.status import READY_STATES
 
 log = logging.getLogger("matchcast.api")
+MASTER_CHECK_S = 2.0  # how often the listener checks that it is subscribed on the current master (Sentinels)
 
 
 class ResultListener(BackgroundLoop):
@@ -34,13 +36,20 @@ class ResultListener(BackgroundLoop):
         self.reconnected: Callable[[], None] = lambda: None
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.psubscribe(RESULT_KEY + "*")
                 await pubsub.subscribe(EVENTS_CHANNEL)
                 self.reconnected()
+                await self._catch_up()
+                checked = loop.time()
                 while True:
+                    if loop.time() - checked > MASTER_CHECK_S:
+                        checked = loop.time()
+                        if not await on_current_master(self.client, pubsub.connection):
+                            raise ConnectionError("the master moved (failover): subscribing on the new one")
                     msg = await pubsub.get_message(timeout=1.0)
                     if msg is None:
                         continue
@@ -65,11 +74,24 @@ class ResultListener(BackgroundLoop):
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
                 raise
-            except Exception as exc:  # reconnect after a backend outage; waiters fall back to GET
+            except Exception as exc:  # reconnect after a backend outage, then catch up on the waiters
                 log.warning("result listener lost the backend (%s); reconnecting", exc)
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
                 await asyncio.sleep(0.5)
+
+    async def _catch_up(self) -> None:
+        """Resolve the waiters whose result came while the listener was away (a backend restart or failover: its
+        message went to nobody), reading their records in one round trip; the rest keep waiting."""
+        pending = [t for t, fut in self.waiters.items() if not fut.done()]
+        if not pending:
+            return
+        raws = await self.client.mget([RESULT_KEY + t for t in pending])
+        for task_id, raw in zip(pending, raws, strict=True):
+            fut = self.waiters.get(task_id)
+            meta = json.loads(raw) if raw else None
+            if fut is not None and not fut.done() and meta and meta.get("status") in READY_STATES:
+                fut.set_result(meta)
 
     def expect(self, task_id: str) -> asyncio.Future[dict[str, Any]]:
         """Register interest in a task (before it is sent, or before its state is read)."""

@@ -23,23 +23,25 @@ async def _reject(send: Send, limit: int) -> None:
 
 
 class BodyLimit:
-    """Refuse bodies over ``limit`` bytes with 413, whether or not they announce their length."""
+    """Refuse bodies over ``limit`` bytes with 413, whether or not they announce their length; the paths in
+    ``larger`` (uploads) have limits of their own."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app: ASGIApp, limit: int, larger: dict[str, int] | None = None) -> None:
+        self.app, self.default, self.larger = app, limit, larger or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.larger.get(scope.get("path", ""), self.default)
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
-                    too_big = int(value) > self.limit
+                    too_big = int(value) > limit
                 except ValueError:
                     too_big = False
                 if too_big:
-                    await _reject(send, self.limit)
+                    await _reject(send, limit)
                     return
         # Without a trustworthy length, read the body first (at most ``limit`` bytes), then replay it.
         chunks: list[Message] = []
@@ -50,8 +52,8 @@ class BodyLimit:
                 chunks.append(msg)
                 break
             seen += len(msg.get("body", b""))
-            if seen > self.limit:
-                await _reject(send, self.limit)
+            if seen > limit:
+                await _reject(send, limit)
                 return
             chunks.append(msg)
             if not msg.get("more_body", False):

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from matchcast.cli import dead_letters, keys
+from matchcast.cli import replay as replay_cli
 from matchcast.cli.ux import Commands, print_error, progress_bar, settings_error
 from matchcast.config import Settings, configure_logging, get_settings
 from matchcast.errors import MatchcastError
@@ -120,11 +121,23 @@ def train() -> None:
 def promote(
     version: Annotated[str | None, typer.Argument(help="Version to promote; the challenger by default")] = None,
     force: Annotated[bool, typer.Option(help="Promote without comparing (logged)")] = False,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live",
+            help="Show the live paired comparison (shadow vs champion on the same scored matches) and require the "
+            "challenger to be better there too (README, Live scores); with --force: show it only",
+        ),
+    ] = False,
 ) -> None:
     """Point the serving alias at a candidate if its held-out RPS beats the champion's on the same window."""
     settings = _settings()
     from matchcast.service.lifecycle import promote as do_promote
 
+    if live:
+        from matchcast.cli.live import check_live
+
+        check_live(console, settings, version, force=force)
     try:
         p = do_promote(settings, version, force=force)
     except MatchcastError as exc:
@@ -133,6 +146,31 @@ def promote(
     console.print(
         f"{settings.model_alias} is now version {p.version}, was {p.previous}{rps}" + (" [forced]" if p.forced else "")
     )
+
+
+@app.command()
+def retrain(
+    weeks: Annotated[
+        int | None, typer.Option(min=1, max=52, help="Weeks the gate compares on (MATCHCAST_RETRAIN_WEEKS)")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--from", help="Fit on matches from this date (MATCHCAST_RETRAIN_FROM; all)")
+    ] = None,
+) -> None:
+    """Retrain on every result, register a challenger, compare it with the champion and promote it if better."""
+    settings = _settings()
+    from matchcast.cli.retrain import decision_table
+    from matchcast.service.retrain import retrain as do_retrain
+
+    try:
+        with progress_bar(console, "retraining") as progress:
+            out = do_retrain(settings, since=_parse_date(since), weeks=weeks, progress=progress)
+    except MatchcastError as exc:
+        raise _fail(exc) from None
+    stdout = Console()
+    stdout.print(decision_table(out.record))
+    stdout.print(f"{out.record['decision']}: {out.record['reason']}", soft_wrap=True)
+    stdout.print(f"rule: {out.record['rule']}", soft_wrap=True)
 
 
 @app.command()
@@ -175,7 +213,10 @@ def worker(
     hostname: Annotated[str | None, typer.Option(help="Node name, unique per worker")] = None,
     lane: Annotated[
         str | None,
-        typer.Option(help="interactive (ml.interactive), bulk (ml, ml.bulk) or all (MATCHCAST_WORKER_LANE)"),
+        typer.Option(
+            help="interactive (ml.interactive), bulk (ml, ml.bulk, ml.bulk.N), maintenance (ml.maintenance) or all "
+            "(MATCHCAST_WORKER_LANE)"
+        ),
     ] = None,
 ) -> None:
     """Run a Celery worker consuming the `ml` queues of its lane."""
@@ -220,6 +261,15 @@ def worker(
 
 
 @app.command()
+def beat() -> None:
+    """Run celery beat: it sends the scheduled maintenance tasks (feeds every MATCHCAST_FEEDS_INTERVAL_S)."""
+    settings = _settings()
+    from matchcast.cli.beat import run_beat
+
+    run_beat(settings)
+
+
+@app.command()
 def up() -> None:
     """Run everything: embedded Redis (unless MATCHCAST_BROKER_URL is set), data, model, worker and API."""
     settings = _settings()
@@ -253,6 +303,31 @@ def ui(
         ui_command(settings, bind_host, bind_port),
         ui_env(settings, api_url),
     )
+
+
+@app.command()
+def replay(
+    date_from: Annotated[str, typer.Option("--from", help="First replay day (YYYY-MM-DD): the stack's as-of day")],
+    date_to: Annotated[
+        str | None, typer.Option("--to", help="Last match day to replay; the season's end if none")
+    ] = None,
+    day_seconds: Annotated[float, typer.Option(min=0.0, help="Wall-clock seconds per replay day, at least")] = 60.0,
+    api_url: Annotated[str, typer.Option(help="The running stack's API")] = "http://127.0.0.1:8000",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port of the replay's feed server (0: any)")] = 8765,
+    hold: Annotated[bool, typer.Option(help="Keep serving the last day's files until Ctrl-C")] = True,
+) -> None:
+    """Play the held-back season day by day through the stack's feeds: forecasts, results, live scores.
+
+    Sends MATCHCAST_UI_API_KEY, if set, as the UI does (a key with the predict scope)."""
+    settings = _settings()
+    start = _parse_date(date_from)
+    assert start is not None
+    end = _parse_date(date_to) or date(start.year if start.month < 7 else start.year + 1, 6, 30)
+    if end < start:
+        raise typer.BadParameter("--to is before --from")
+    key = settings.ui_api_key.get_secret_value() if settings.ui_api_key else None
+    plan = replay_cli.ReplayPlan(start, end, day_seconds, api_url, key, "127.0.0.1", port, settings.home, hold=hold)
+    raise typer.Exit(replay_cli.run(plan, console))
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

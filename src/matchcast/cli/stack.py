@@ -207,6 +207,15 @@ def run_stack(settings: Settings, console: Console) -> int:
         interactive = [*py, "worker", "--lane", "interactive", "--concurrency", "1"]
         procs.append(("worker", subprocess.Popen([*py, "worker", "--lane", "bulk"], env=env, start_new_session=True)))
         procs.append(("worker-interactive", subprocess.Popen(interactive, env=env_interactive, start_new_session=True)))
+        # Feeds, uploads and retraining: one process of their own, and the beat that schedules them.
+        env_maintenance = env | {
+            "MATCHCAST_WORKER_METRICS_PORT": str(
+                settings.worker_metrics_port + 2 if settings.worker_metrics_port else 0
+            )
+        }
+        maintenance = [*py, "worker", "--lane", "maintenance", "--concurrency", "1"]
+        procs.append(("worker-maintenance", subprocess.Popen(maintenance, env=env_maintenance, start_new_session=True)))
+        procs.append(("beat", subprocess.Popen([*py, "beat"], env=env, start_new_session=True)))
         procs.append(("api", subprocess.Popen([*py, "api"], env=env, start_new_session=True)))
         ui_base = f"http://{settings.ui_host}:{settings.ui_port}"
         if settings.ui_port:

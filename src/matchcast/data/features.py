@@ -28,7 +28,9 @@ over one state (``FeatureState``); split across modules, each would reach into t
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -39,8 +41,9 @@ from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import select
 
+from matchcast.data import feature_refresh
 from matchcast.data.store import MatchFeatures, MatchStore
 from matchcast.schemas import FEATURE_NAMES
 
@@ -294,6 +297,7 @@ class _League:
     draw_rate: float = 0.26
     goals_per_match: float = 2.6
     teams: dict[str, _Team] = field(default_factory=dict)
+    last_result: date | None = None  # the date of the latest result folded in
 
     @property
     def models(self) -> tuple[PoissonRatings, PoissonRatings, PoissonRatings]:
@@ -393,6 +397,11 @@ class FeatureState:
         """``named_features`` of ``m`` as a row ordered by ``FEATURE_NAMES``."""
         return feature_row(self.named_features(m))
 
+    def as_of(self, league: str) -> date | None:
+        """The date of the latest result of ``league`` folded in so far (None before the first)."""
+        lg = self.leagues.get(league)
+        return None if lg is None else lg.last_result
+
     def update(self, m: MatchLike) -> None:
         """Fold in one match: its date always (fixtures are known ahead), its result when there is one."""
         p = self.p
@@ -443,6 +452,7 @@ class FeatureState:
             lg.crowd_home_adv += p.league_alpha * ((hg - ag) - lg.crowd_home_adv)
         lg.draw_rate += p.league_alpha * ((1.0 if hg == ag else 0.0) - lg.draw_rate)
         lg.goals_per_match += p.league_alpha * ((hg + ag) - lg.goals_per_match)
+        lg.last_result = m.date
         today = m.date.toordinal()
         lg.goals.add(m.home_team, m.away_team, hg, ag, today, share)
         mix_h, mix_a = float(hg), float(ag)
@@ -454,58 +464,75 @@ class FeatureState:
         lg.mix.add(m.home_team, m.away_team, mix_h, mix_a, today, share)
 
 
-def compute_features(matches: Iterable[MatchLike], params: FeatureParams = DEFAULT_PARAMS) -> dict[int, list[float]]:
-    """Features of every match, keyed by match_id, each from strictly earlier matches (rows as ``feature_row``)."""
-    state = FeatureState(params)
-    out: dict[int, list[float]] = {}
+def walk(
+    matches: Iterable[MatchLike], state: FeatureState, *, snapshot_at: date | None = None
+) -> tuple[dict[int, tuple[list[float], date | None]], FeatureState | None]:
+    """Advance ``state`` over ``matches`` day by day: {match_id: (feature row, as_of)}, and with ``snapshot_at``
+    a copy of the state as it was before the first day on or after that date (or at the end, if none is).
+
+    Each day, the features of all its matches are taken from the state first, then its results are folded in.
+    Leagues never share state, so walking one league alone gives its matches the features a walk of all gives."""
+    out: dict[int, tuple[list[float], date | None]] = {}
+    snapshot: FeatureState | None = None
     ordered = sorted(matches, key=lambda m: (m.date, m.match_id))
-    for _, day in groupby(ordered, key=lambda m: m.date):
-        todays: Sequence[MatchLike] = list(day)
+    for day, group in groupby(ordered, key=lambda m: m.date):
+        if snapshot_at is not None and snapshot is None and day >= snapshot_at:
+            snapshot = copy.deepcopy(state)
+        todays: Sequence[MatchLike] = list(group)
         for m in todays:
-            out[m.match_id] = [round(v, 6) for v in state.features(m)]
+            out[m.match_id] = ([round(v, 6) for v in state.features(m)], state.as_of(m.league))
         for m in todays:
             state.update(m)
-    return out
+    if snapshot_at is not None and snapshot is None:
+        snapshot = copy.deepcopy(state)
+    return out, snapshot
+
+
+def compute_features(matches: Iterable[MatchLike], params: FeatureParams = DEFAULT_PARAMS) -> dict[int, list[float]]:
+    """Features of every match, keyed by match_id, each from strictly earlier matches (rows as ``feature_row``)."""
+    return {k: row for k, (row, _) in walk(matches, FeatureState(params))[0].items()}
+
+
+def feature_revision(
+    values: Sequence[float], score: tuple[int | None, int | None] = (None, None), version: str = FEATURE_VERSION
+) -> str:
+    """A short digest of a feature row, its version and its match's own score: it changes exactly when one of them
+    does (so a prediction made before the match's result arrived is never served again as if it were current)."""
+    played = "" if score == (None, None) else f":{score[0]}-{score[1]}"
+    return hashlib.sha256(f"{version}:{json.dumps(list(values))}{played}".encode()).hexdigest()[:16]
 
 
 def features_stale(store: MatchStore) -> bool:
-    """Whether the store lacks feature rows, or holds rows of another feature version (code changed since)."""
+    """Whether the store lacks feature rows, or holds rows of another feature version (code changed since), or
+    rows written before revisions existed."""
     with store.session() as s:
         other = s.execute(
-            select(MatchFeatures.match_id).where(MatchFeatures.feature_version != FEATURE_VERSION).limit(1)
+            select(MatchFeatures.match_id)
+            .where((MatchFeatures.feature_version != FEATURE_VERSION) | MatchFeatures.revision.is_(None))
+            .limit(1)
         ).first()
         some = s.execute(select(MatchFeatures.match_id).limit(1)).first()
     return other is not None or some is None
 
 
 def refresh_features(store: MatchStore) -> int:
-    """Recompute features for the whole store and write the rows that changed; returns how many."""
-    computed = compute_features(store.all_matches())
-    with store.session() as s:
-        stored = {
-            mid: (ver, vals)
-            for mid, ver, vals in s.execute(
-                select(MatchFeatures.match_id, MatchFeatures.feature_version, MatchFeatures.values)
-            )
-        }
-        new = [
-            {"match_id": k, "feature_version": FEATURE_VERSION, "values": v}
-            for k, v in computed.items()
-            if k not in stored
-        ]
-        changed = [
-            {"match_id": k, "feature_version": FEATURE_VERSION, "values": v}
-            for k, v in computed.items()
-            if k in stored and stored[k] != (FEATURE_VERSION, v)
-        ]
-        gone = [k for k in stored if k not in computed]
-        if new:
-            s.execute(insert(MatchFeatures), new)
-        if changed:
-            s.execute(update(MatchFeatures), changed)
-        if gone:
-            s.execute(delete(MatchFeatures).where(MatchFeatures.match_id.in_(gone)))
-    return len(new) + len(changed) + len(gone)
+    """Bring the stored features up to date with the matches; returns how many rows changed.
+
+    Per league, the walk resumes from the league's checkpoint (its state before its first match without a
+    result) when nothing before that date changed, and starts over otherwise (a rewritten past, a league without
+    a checkpoint, features of another version). Everything happens in one transaction that first takes the next
+    change number (``feature_sequence``): readers see all of a refresh or none of it, and refreshes of several
+    hosts take turns."""
+    return feature_refresh.refresh(store, FEATURE_VERSION, _refresh_league, feature_revision)
+
+
+def _refresh_league(
+    matches: Sequence[feature_refresh.StoredMatch], before: date, resume: FeatureState | None
+) -> tuple[dict[int, tuple[list[float], date | None]], FeatureState]:
+    """One league's walk: from ``resume`` over ``matches`` (those after its checkpoint), or from the start."""
+    computed, snapshot = walk(matches, resume or FeatureState(), snapshot_at=before)
+    assert snapshot is not None
+    return computed, snapshot
 
 
 def history_counts(matches: Iterable[MatchLike]) -> dict[str, int]:

@@ -2,17 +2,20 @@
 
 Every file is parsed and checked in full before anything is written, and all of it is written in one
 transaction: a malformed file is refused with its file, line and column, and nothing is half-loaded.
-Re-ingesting a file changes nothing (rows are keyed by league, date and teams).
+Re-ingesting a file changes nothing (rows are keyed by league, date and teams). Team names go through the alias
+table and the screen for names a league has never seen (``data/teams.py``); a changed past score is applied and
+reported (``IngestReport.rewritten``) and logged.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,10 @@ from typing import Any
 from sqlalchemy import insert, select, update
 
 from matchcast.data.store import STAT_COLUMNS, Match, MatchStore
+from matchcast.data.teams import Aliases, screen
 from matchcast.errors import IngestError
+
+log = logging.getLogger(__name__)
 
 DIVISIONS = {
     "E0": "premier-league",
@@ -72,6 +78,8 @@ class IngestReport:
     updated: int = 0
     unchanged: int = 0
     held_back: int = 0
+    rewritten: list[dict[str, Any]] = field(default_factory=list)  # past results whose score changed
+    unknown_teams: list[dict[str, Any]] = field(default_factory=list)  # ``teams.UnknownTeam`` as plain data
 
 
 def bundled_files() -> list[Path]:
@@ -114,7 +122,9 @@ def _int_or_none(text: str, *, low: int = 0, high: int = 999) -> int | None:
     return value
 
 
-def parse_file(path: Path, *, league: str | None = None, as_of: date | None = None) -> tuple[list[ParsedMatch], int]:
+def parse_file(
+    path: Path, *, league: str | None = None, as_of: date | None = None, aliases: Aliases | None = None
+) -> tuple[list[ParsedMatch], int]:
     """Parse and check one file: (matches, how many results were held back by ``as_of``)."""
     name = str(path)
     try:
@@ -123,6 +133,35 @@ def parse_file(path: Path, *, league: str | None = None, as_of: date | None = No
         raw = path.read_text(encoding="latin-1")
     except OSError as exc:
         raise IngestError(name, 0, None, f"cannot read the file: {exc.strerror}") from exc
+    folder_league = path.parent.name if path.parent.name in KNOWN_LEAGUES else None
+    return parse_text(
+        raw, name, league=league or folder_league, as_of=as_of, season=_season_from_name(path), aliases=aliases
+    )
+
+
+def decode(content: bytes) -> str:
+    """A file's text: UTF-8 (with or without its byte order mark), else Latin-1 as football-data.co.uk's older files."""
+    try:
+        return content.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return content.decode("latin-1")
+
+
+def parse_text(
+    raw: str,
+    name: str,
+    *,
+    league: str | None = None,
+    as_of: date | None = None,
+    season: str | None = None,
+    aliases: Aliases | None = None,
+) -> tuple[list[ParsedMatch], int]:
+    """Parse and check a file's text (``name`` in errors and as the rows' source); ``season`` from its name."""
+    if raw and not raw.endswith(("\n", "\r")):
+        last = raw.splitlines()[-1]
+        header_fields = len(next(csv.reader([raw.splitlines()[0]]), []))
+        if len(next(csv.reader([last]), [])) < header_fields:  # a last line cut short: the file is truncated
+            raise IngestError(name, raw.count("\n") + 1, None, "the file ends in the middle of a line (truncated)")
     reader = csv.reader(raw.splitlines())
     header = next(reader, None)
     if not header:
@@ -138,8 +177,7 @@ def parse_file(path: Path, *, league: str | None = None, as_of: date | None = No
         if got is None:
             raise IngestError(name, 1, needed, "required column is missing from the header")
     assert home_col and away_col
-    folder_league = path.parent.name if path.parent.name in KNOWN_LEAGUES else None
-    file_season = _season_from_name(path)
+    source = Path(name).name
     out: list[ParsedMatch] = []
     held = 0
     seen: dict[tuple[str, date, str, str], int] = {}
@@ -158,6 +196,8 @@ def parse_file(path: Path, *, league: str | None = None, as_of: date | None = No
             d = _parse_date(cell("Date"))
             current = home_col
             home, away = cell(home_col), cell(away_col)
+            if aliases is not None:
+                home, away = aliases(home), aliases(away)
             for col, team in ((home_col, home), (away_col, away)):
                 current = col
                 if not team:
@@ -169,7 +209,7 @@ def parse_file(path: Path, *, league: str | None = None, as_of: date | None = No
                 raise ValueError("home and away team are the same")
             current = "Div"
             div = cell("Div")
-            lg = DIVISIONS.get(div, div.lower() if div else None) or league or folder_league
+            lg = DIVISIONS.get(div, div.lower() if div else None) or league
             if not lg:
                 raise ValueError("cannot tell the league: no Div column; pass a league")
             current = "FTHG"
@@ -200,14 +240,14 @@ def parse_file(path: Path, *, league: str | None = None, as_of: date | None = No
         if key in seen:
             raise IngestError(name, lineno, None, f"duplicate of the match on line {seen[key]}")
         seen[key] = lineno
-        season = file_season or season_of(d)
+        row_season = season or season_of(d)
         if as_of is not None and d >= as_of and res is not None:
             held += 1
             hg = ag = None
             res = None
             stats = {}
             referee = None
-        out.append(ParsedMatch(lg, season, d, home, away, hg, ag, res, referee, stats or None, path.name))
+        out.append(ParsedMatch(lg, row_season, d, home, away, hg, ag, res, referee, stats or None, source))
     return out, held
 
 
@@ -217,22 +257,33 @@ def ingest(
     *,
     league: str | None = None,
     as_of: date | None = None,
+    aliases: Aliases | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> IngestReport:
     """Check every file, then upsert all rows in one transaction; ``progress(step, done, total)`` is told."""
     report = IngestReport()
-    parsed: dict[tuple[str, date, str, str], ParsedMatch] = {}
+    parsed: list[ParsedMatch] = []
     paths = list(paths)
     for n, path in enumerate(paths, 1):
-        rows, held = parse_file(Path(path), league=league, as_of=as_of)
+        rows, held = parse_file(Path(path), league=league, as_of=as_of, aliases=aliases)
         if progress:
             progress("reading files", n, len(paths))
         report.files.append(str(path))
         report.held_back += held
-        for r in rows:
-            parsed[r.key] = r
-    report.rows = len(parsed)
-    ordered = sorted(parsed.values(), key=lambda r: (r.date, r.league, r.home_team))
+        parsed.extend(rows)
+    return save(store, parsed, report, aliases=aliases, progress=progress)
+
+
+def save(
+    store: MatchStore,
+    rows: Iterable[ParsedMatch],
+    report: IngestReport,
+    *,
+    aliases: Aliases | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> IngestReport:
+    """Upsert checked rows (the last of each match wins) in one transaction, screening unknown team names."""
+    parsed = {r.key: r for r in rows}
     if progress:
         progress("saving matches", 0, 1)
     with store.session() as s:
@@ -254,10 +305,26 @@ def ingest(
                 )
             )
         }
+        known: dict[str, set[str]] = {}
+        seasons: dict[str, set[str]] = {}
+        for (lg, _, h, a), (_, values) in existing.items():
+            known.setdefault(lg, set()).update((h, a))
+            if values[1] is not None:  # a season is under way once it has a result
+                seasons.setdefault(lg, set()).add(values[0])
+        kept, unknown = screen(list(parsed.values()), known, seasons, aliases)
+        report.unknown_teams = [u.as_dict() for u in unknown]
+        for u in unknown:
+            log.warning(
+                "unknown_team league=%s team=%r season=%s decision=%s nearest=%s matches=%d",
+                u.league, u.team, u.season, u.decision, u.nearest, u.matches,
+            )  # fmt: skip
+        report.rows = len(kept)
+        ordered = sorted(kept, key=lambda r: (r.date, r.league, r.home_team))
         new, changed = [], []
+        now = datetime.now(UTC)  # result_at: when the store got a match's current result (live scoring's clock)
         for r in ordered:
             found = existing.get(r.key)
-            row = {
+            row: dict[str, Any] = {
                 "season": r.season,
                 "home_goals": r.home_goals,
                 "away_goals": r.away_goals,
@@ -269,9 +336,15 @@ def ingest(
             if found is None:
                 new.append(
                     {"league": r.league, "date": r.date, "home_team": r.home_team, "away_team": r.away_team, **row}
+                    | {"result_at": now if r.result is not None else None}
                 )
             elif found[1] != r.values():
+                if found[1][1:4] != (r.home_goals, r.away_goals, r.result):  # the score arrived or changed
+                    row["result_at"] = now if r.result is not None else None
                 changed.append({"match_id": found[0], **row})
+                was = found[1][1:3]
+                if was[0] is not None and was != (r.home_goals, r.away_goals):
+                    report.rewritten.append(_rewrite(found[0], r, was))
         if new:
             s.execute(insert(Match), new)
         if changed:
@@ -281,3 +354,23 @@ def ingest(
         progress("saving matches", 1, 1)
     report.unchanged = report.rows - report.inserted - report.updated
     return report
+
+
+def _rewrite(match_id: int, r: ParsedMatch, was: tuple[Any, ...]) -> dict[str, Any]:
+    """A past result whose score a file changed: applied, and logged here."""
+    now = None if r.home_goals is None else f"{r.home_goals}-{r.away_goals}"
+    change = {
+        "match_id": match_id,
+        "league": r.league,
+        "date": r.date.isoformat(),
+        "home_team": r.home_team,
+        "away_team": r.away_team,
+        "was": f"{was[0]}-{was[1]}",
+        "now": now,
+        "source": r.source,
+    }
+    log.warning(
+        "result_rewritten match_id=%d %s %s %s-%s: was %s, now %s (from %s)",
+        match_id, r.league, r.date, r.home_team, r.away_team, change["was"], now, r.source,
+    )  # fmt: skip
+    return change

@@ -22,7 +22,6 @@ baseline and the goal-market scoring are modules of their own.
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -37,6 +36,7 @@ import pandas as pd
 
 from matchcast.data.features import MatchLike
 from matchcast.errors import InvalidInput
+from matchcast.model.baselines import LeagueFrequencies
 from matchcast.model.dixon_coles import DixonColes
 from matchcast.model.evaluate_goals import (
     UNIFORM_SUMMARY,
@@ -47,9 +47,9 @@ from matchcast.model.evaluate_goals import (
     summarise_goals,
 )
 from matchcast.model.goals import DEFAULT_GOALS_ALPHA, fit_goals, goal_summary
-from matchcast.model.predictor import DEFAULT_C, Predictor, make_pipeline
+from matchcast.model.predictor import DEFAULT_C, Predictor, fit_before, make_pipeline
 from matchcast.model.reliability import plot_reliability
-from matchcast.model.scoring import OUTCOMES, FloatArray, all_scores, rps_each
+from matchcast.model.scoring import OUTCOMES, FloatArray, all_scores, mean_se, rps_each
 
 MODELS = ("matchcast", "dc", "freq", "uniform")
 MODEL_LABELS = {"matchcast": "matchcast", "dc": "Dixon-Coles", "freq": "frequency", "uniform": "uniform"}
@@ -178,7 +178,7 @@ def walk_forward(
     names = tuple(f"f{i}" for i in range(x_pool.shape[1])) if len(pool) else ()
 
     dc = DixonColes(finished, config)
-    counts: dict[str, npt.NDArray[np.float64]] = defaultdict(lambda: np.ones(3))  # one pseudo-match each
+    counts = LeagueFrequencies()  # the frequency baseline
     scores = ScoreFrequencies()
     hist_i = 0
     probs = {k: np.empty((len(tests), 3)) for k in MODELS}
@@ -198,15 +198,12 @@ def walk_forward(
         todays = tests[start:end]
         while hist_i < len(finished) and finished[hist_i].date < day:
             done = finished[hist_i]
-            counts[done.league][_result_index(done)] += 1
+            counts.add(done.league, _result_index(done))
             scores.add(done.league, done.home_goals or 0, done.away_goals or 0)
             hist_i += 1
         if last_fit is None or (day - last_fit).days >= config.refit_days:
             before = d_pool < day.toordinal()
-            if len(np.unique(y_pool[before])) < 3:
-                raise InvalidInput(f"too few finished matches before {day} to fit the model")
-            pipe.fit(x_pool[before], y_pool[before])
-            predictor = Predictor.from_pipeline(pipe, names)
+            predictor = fit_before(pipe, x_pool, y_pool, before, names, day)
             z = predictor.standardise(x_pool[before])
             predictor = predictor.with_goals(fit_goals(z, hg_pool[before], ag_pool[before], config.goals_alpha))
             last_fit, n_refits = day, n_refits + 1
@@ -217,8 +214,7 @@ def walk_forward(
         probs["uniform"][start:end] = 1.0 / 3.0
         goals["uniform"][start:end] = UNIFORM_SUMMARY
         for i, m in enumerate(todays, start):
-            c = counts[m.league]
-            probs["freq"][i] = c / c.sum()
+            probs["freq"][i] = counts.probs(m.league)
         league_grids = np.array([scores.grid(m.league) for m in todays])
         goals["freq"][start:end] = goal_summary(league_grids, hg_test[start:end], ag_test[start:end])
         by_league: dict[str, list[int]] = defaultdict(list)
@@ -305,8 +301,7 @@ def summarise(frame: pd.DataFrame, y: npt.NDArray[np.int64] | None = None) -> pd
             scores = all_scores(probs[k][mask], y[mask])
             row |= {f"{k}_{metric}": scores[metric] for metric in METRICS}
         d = rps_each(probs["matchcast"][mask], y[mask]) - rps_each(probs["dc"][mask], y[mask])
-        row["rps_diff_vs_dc"] = float(d.mean())
-        row["rps_diff_vs_dc_se"] = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("nan")
+        row["rps_diff_vs_dc"], row["rps_diff_vs_dc_se"] = mean_se(d)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -318,8 +313,8 @@ def paired_differences(frame: pd.DataFrame, y: npt.NDArray[np.int64] | None = No
     out = {}
     for k in MODELS[1:]:
         d = mine - rps_each(_probs(frame, k), y)
-        se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("nan")
-        out[k] = {"mean": float(d.mean()), "se": se, "n": float(len(d))}
+        mean, se = mean_se(d)
+        out[k] = {"mean": mean, "se": se, "n": float(len(d))}
     return out
 
 

@@ -10,7 +10,6 @@ market, 1/121 per score, 1/7 per total-goals class).
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import pandas as pd
 
 from matchcast.model.goals import SIDE, SUMMARY_COLUMNS, TOTAL_GOALS_CLASSES, total_goals_class
 from matchcast.model.reliability import plot_reliability
-from matchcast.model.scoring import FloatArray
+from matchcast.model.scoring import FloatArray, mean_se
 
 GOAL_METRICS = ("ou25_log_loss", "ou25_brier", "btts_log_loss", "btts_brier", "score_log_loss", "total_rps")
 PAIRED_GOAL_METRICS = ("ou25_log_loss", "btts_log_loss", "score_log_loss", "total_rps")
@@ -85,8 +84,7 @@ def summarise_goals(frame: pd.DataFrame, models: tuple[str, ...]) -> pd.DataFram
             row |= {f"{k}_{metric}": float(scores[k][metric][mask].mean()) for metric in GOAL_METRICS}
         for metric in PAIRED_GOAL_METRICS:
             d = scores["matchcast"][metric][mask] - scores["dc"][metric][mask]
-            row[f"{metric}_diff_vs_dc"] = float(d.mean())
-            row[f"{metric}_diff_vs_dc_se"] = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else math.nan
+            row[f"{metric}_diff_vs_dc"], row[f"{metric}_diff_vs_dc_se"] = mean_se(d)
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import date
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from matchcast.errors import InvalidInput
 from matchcast.model.goals import GoalsModel, score_grids
 from matchcast.model.scoring import FloatArray
 
@@ -22,6 +24,16 @@ def make_pipeline(c: float = DEFAULT_C, *, warm_start: bool = False) -> Pipeline
     """
     clf = LogisticRegression(C=c, max_iter=2000, warm_start=warm_start)
     return Pipeline([("scale", StandardScaler()), ("clf", clf)])
+
+
+def fit_before(
+    pipe: Pipeline, x: FloatArray, y: np.ndarray, rows: np.ndarray, names: tuple[str, ...], when: date
+) -> Predictor:
+    """Fit ``pipe`` on the rows of ``rows`` (a mask: the matches before ``when``) and reduce it to a Predictor."""
+    if len(np.unique(y[rows])) < 3:
+        raise InvalidInput(f"too few finished matches before {when} to fit the model")
+    pipe.fit(x[rows], y[rows])
+    return Predictor.from_pipeline(pipe, names)
 
 
 @dataclass(frozen=True)

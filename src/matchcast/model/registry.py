@@ -150,6 +150,18 @@ class ModelRegistry:
             log.info("logged evaluation run %s to experiment %s", run.info.run_id, experiment)
             return str(run.info.run_id)
 
+    def annotate_run(
+        self, run_id: str, *, metrics: dict[str, float], tags: dict[str, str], documents: dict[str, Any]
+    ) -> None:
+        """Add metrics, tags and JSON documents (artifact path -> object) to a finished run."""
+        client = self._client()
+        for k, v in metrics.items():
+            client.log_metric(run_id, k, v)
+        for k, t in tags.items():
+            client.set_tag(run_id, k, t)
+        for path, doc in documents.items():
+            client.log_dict(run_id, doc, path)
+
     def set_alias(self, alias: str, version: str) -> None:
         """Point ``alias`` at ``version``."""
         self._client().set_registered_model_alias(self.name, alias, version)

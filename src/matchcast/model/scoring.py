@@ -35,6 +35,12 @@ def rps_each(probs: FloatArray, y: npt.NDArray[np.int64]) -> FloatArray:
     return result
 
 
+def mean_se(d: FloatArray) -> tuple[float, float]:
+    """Mean of paired differences and its standard error (sample SD / sqrt(n); NaN below two values)."""
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    return float(d.mean()) if len(d) else float("nan"), se
+
+
 def log_loss(probs: FloatArray, y: npt.NDArray[np.int64]) -> float:
     """Mean negative log likelihood of the outcome."""
     p = np.clip(probs[np.arange(len(y)), y], 1e-15, 1.0)

@@ -11,6 +11,7 @@ from pathlib import Path
 from matchcast.config import CHALLENGER_ALIAS, Settings
 from matchcast.data.features import features_stale, refresh_features
 from matchcast.data.ingest import IngestReport, bundled_files, ingest
+from matchcast.data.teams import load_aliases
 from matchcast.service.training import TrainResult, train
 from matchcast.service.wiring import registry_for, store_for
 
@@ -35,7 +36,10 @@ def ingest_files(
 ) -> IngestOutcome:
     """Ingest ``paths`` (the bundled data when empty), then refresh stored features; ``progress`` is told."""
     store = store_for(settings)
-    report = ingest(store, list(paths) or bundled_files(), league=league, as_of=as_of, progress=progress)
+    aliases = load_aliases(settings.team_aliases_path())
+    report = ingest(
+        store, list(paths) or bundled_files(), league=league, as_of=as_of, aliases=aliases, progress=progress
+    )
     changed = 0
     if report.inserted or report.updated or features_stale(store):
         if progress:
@@ -63,9 +67,12 @@ def train_model(
 def prepare(settings: Settings) -> tuple[IngestOutcome | None, TrainResult | None]:
     """Ingest the bundled data if the store is empty; train if no version has the serving alias."""
     ingested = None
-    if store_for(settings).count() == 0:
+    store = store_for(settings)
+    if store.count() == 0:
         log.info("empty store: ingesting the bundled data as of %s", settings.demo_as_of)
         ingested = ingest_files(settings, as_of=settings.demo_as_of)
+    elif features_stale(store):  # a store of an earlier version: other features, or rows without revisions
+        log.info("stored features are of another version: refreshed %d rows", refresh_features(store))
     trained = None
     if registry_for(settings).version_of(settings.model_alias) is None:
         log.info("no %r model: training a first one", settings.model_alias)

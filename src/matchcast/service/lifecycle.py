@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from matchcast.config import CHALLENGER_ALIAS, Settings
 from matchcast.errors import Conflict, ModelNotFound
+from matchcast.model.registry import ModelRegistry
 from matchcast.service.wiring import registry_for
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,17 @@ class Promotion:
     candidate_rps: float | None
     champion_rps: float | None
     forced: bool
+
+
+def serve(registry: ModelRegistry, alias: str, version: str, previous: str | None, tags: dict[str, str]) -> None:
+    """Point the serving ``alias`` at ``version`` and record it on the version (``tags`` too); a version that was
+    the challenger stops being one. Workers switch at their next refresh (``MATCHCAST_MODEL_REFRESH_S``)."""
+    registry.set_alias(alias, version)
+    registry.tag_version(
+        version, {"promoted_at": datetime.now(UTC).isoformat(), "promoted_from": str(previous), **tags}
+    )
+    if registry.version_of(CHALLENGER_ALIAS) == version:
+        registry.delete_alias(CHALLENGER_ALIAS)
 
 
 def promote(settings: Settings, version: str | None = None, *, force: bool = False) -> Promotion:
@@ -51,17 +63,7 @@ def promote(settings: Settings, version: str | None = None, *, force: bool = Fal
                 f"version {version} does not beat {alias} version {current} on {c_window}: "
                 f"RPS {c_rps:.5f} vs {ch_rps:.5f}"
             )
-    registry.set_alias(alias, candidate.version)
-    registry.tag_version(
-        candidate.version,
-        {
-            "promoted_at": datetime.now(UTC).isoformat(),
-            "promoted_from": str(current),
-            "promotion_forced": str(force),
-        },
-    )
-    if registry.version_of(CHALLENGER_ALIAS) == candidate.version:
-        registry.delete_alias(CHALLENGER_ALIAS)
+    serve(registry, alias, candidate.version, current, {"promotion_forced": str(force)})
     log.warning(
         "promoted version %s to %s (was %s)%s",
         candidate.version,

@@ -35,3 +35,28 @@ class KnownMatches:
             if match_id in self._ids:
                 return True
         return self.store.get(match_id) is not None
+
+
+class FeatureRevisions:
+    """{match_id: feature revision} in memory, brought up to date by ``refresh`` from the rows changed since.
+
+    The API puts a match's revision in its automatic idempotency keys without a query per request; a refresh
+    reads only the feature rows whose change number (``match_features.seq``) is above the last one seen."""
+
+    def __init__(self, store: MatchStore) -> None:
+        self.store = store
+        self.seq: int | None = None  # None until the first read, which reads every row
+        self._revisions: dict[int, str | None] = {}
+        self._lock = threading.Lock()
+
+    def get(self, match_id: int) -> str | None:
+        """The match's feature revision as last read (None: no features, or none read yet)."""
+        return self._revisions.get(match_id)
+
+    def refresh(self) -> int:
+        """Read the revisions changed since the last refresh; returns how many."""
+        with self._lock:
+            seq, changed = self.store.revisions_since(self.seq)
+            self._revisions.update(changed)
+            self.seq = seq
+            return len(changed)

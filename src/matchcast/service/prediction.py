@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from matchcast.data.store import MatchStore
+from matchcast.data.store import MatchStore, MatchWithFeatures
 from matchcast.errors import FeaturesNotReady, InvalidInput, MatchcastError, MatchNotFound
 from matchcast.model.goals import markets_json
 from matchcast.model.registry import LoadedModel, ModelRegistry
@@ -18,9 +18,11 @@ from matchcast.schemas import (
     FEATURE_NAMES,
     AsyncPredictionRequest,
     InlinePredictionRequest,
+    MatchResult,
     Prediction,
     Probabilities,
 )
+from matchcast.service.prediction_log import LOGGED_FIELDS, ServedLog
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +33,17 @@ class PredictionService:
     With ``markets`` (the default) every prediction also carries expected goals and the goal markets of its
     scoreline grid (``model.goals``), and the grid itself when asked for."""
 
-    def __init__(self, store: MatchStore, registry: ModelRegistry, alias: str, *, markets: bool = True) -> None:
+    def __init__(
+        self,
+        store: MatchStore,
+        registry: ModelRegistry,
+        alias: str,
+        *,
+        markets: bool = True,
+        served_log: ServedLog | None = None,
+    ) -> None:
         self.store, self.registry, self.alias, self.markets = store, registry, alias, markets
+        self.served_log = served_log  # the prediction log (and the shadow); None: nothing recorded
         self.model: LoadedModel = self._load()
         self._checked_at = time.monotonic()
 
@@ -93,50 +104,36 @@ class PredictionService:
         the hot paths skip pydantic's validation of thirty small objects (the API validates what it serves)."""
         return self._prediction(probs, **labels).model_dump(mode="json") | extra
 
-    def predict_match(self, match_id: int, *, grid: bool = False) -> Prediction:
+    def predict_match(self, match_id: int, *, grid: bool = False, source: str = "sync") -> Prediction:
         """Predict a stored match from its precomputed features (``grid``: with the whole scoreline grid)."""
         found = self.store.get_with_features(match_id)
         if found is None:
             if self.store.get(match_id) is None:
                 raise MatchNotFound(match_id)
             raise FeaturesNotReady(f"match {match_id} has no features yet; run `matchcast ingest`")
-        m, feature_version, values = found
-        probs, extra = self._forecast(np.atleast_2d(np.asarray(values, dtype=np.float64)), [grid])
-        return self._prediction(
-            probs[0],
-            extra[0],
-            match_id=m.match_id,
-            league=m.league,
-            home_team=m.home_team,
-            away_team=m.away_team,
-            date=m.date,
-            feature_version=feature_version,
-        )
+        x = np.atleast_2d(np.asarray(found.values, dtype=np.float64))
+        probs, extra = self._forecast(x, [grid])
+        pred = self._prediction(probs[0], extra[0], **_stored_labels(found))
+        if self.served_log is not None:
+            self.served_log.served([pred.model_dump(include=LOGGED_FIELDS)], x, source)
+        return pred
 
     def predict_many(
-        self, match_ids: list[int], grids: frozenset[int] = frozenset()
+        self, match_ids: list[int], grids: frozenset[int] = frozenset(), *, source: str = "async"
     ) -> dict[int, dict[str, Any] | MatchcastError]:
         """Predict stored matches in one vectorised pass: {match_id: prediction JSON, or the error for it}.
 
-        The matches in ``grids`` get their whole scoreline grid too."""
+        The matches in ``grids`` get their whole scoreline grid too; ``source`` names them in the prediction log."""
         found = self.store.features_for(match_ids)
         out: dict[int, dict[str, Any] | MatchcastError] = {}
         ids = [i for i in match_ids if i in found]
         if ids:
-            x = np.array([found[i][2] for i in ids], dtype=np.float64)
+            x = np.array([found[i].values for i in ids], dtype=np.float64)
             probs, extras = self._forecast(x, [i in grids for i in ids])
             for i, p, extra in zip(ids, probs, extras, strict=True):
-                m, feature_version = found[i][0], found[i][1]
-                out[i] = self._prediction_json(
-                    p,
-                    extra,
-                    match_id=m.match_id,
-                    league=m.league,
-                    home_team=m.home_team,
-                    away_team=m.away_team,
-                    date=m.date,
-                    feature_version=feature_version,
-                )
+                out[i] = self._prediction_json(p, extra, **_stored_labels(found[i]))
+            if self.served_log is not None:
+                self.served_log.served([out[i] for i in ids], x, source)  # type: ignore[misc]
         missing = [i for i in match_ids if i not in found]
         if missing:
             stored = self.store.existing(missing)
@@ -156,7 +153,7 @@ class PredictionService:
             probs[0], extra[0], home_team=request.home_team, away_team=request.away_team, date=request.date
         )
 
-    def predict_each(self, payloads: list[Any]) -> list[dict[str, Any]]:
+    def predict_each(self, payloads: list[Any], *, source: str = "sync") -> list[dict[str, Any]]:
         """Many requests in one vectorised pass, each answered on its own.
 
         For each payload, in order: ``{"prediction": {...}}`` or ``{"error": <exception type>, "detail": <text>}``:
@@ -182,7 +179,7 @@ class PredictionService:
             except InvalidInput as exc:
                 out[i] = _error_entry(exc)
         if by_id:
-            for match_id, found in self.predict_many(list(by_id), frozenset(with_grid)).items():
+            for match_id, found in self.predict_many(list(by_id), frozenset(with_grid), source=source).items():
                 entry = _error_entry(found) if isinstance(found, Exception) else {"prediction": found}
                 for i in by_id[match_id]:
                     out[i] = entry
@@ -194,7 +191,7 @@ class PredictionService:
                 out[i] = {"prediction": pred}
         return out
 
-    def predict(self, payload: dict[str, Any]) -> dict[str, Any]:
+    def predict(self, payload: dict[str, Any], *, source: str = "async") -> dict[str, Any]:
         """The task's entry point: a JSON payload in, a JSON prediction out.
 
         Validated with the API's own request schemas (bounds, strict numbers, unknown keys refused), so a
@@ -204,12 +201,32 @@ class PredictionService:
         try:
             if "match_id" in payload:
                 by_id = AsyncPredictionRequest.model_validate(payload)
-                pred = self.predict_match(by_id.match_id, grid=by_id.grid)
+                pred = self.predict_match(by_id.match_id, grid=by_id.grid, source=source)
             else:
                 pred = self.predict_inline(InlinePredictionRequest.model_validate(payload))
         except ValidationError as exc:
             raise InvalidInput(f"invalid task payload: {_problems(exc)}") from None
         return pred.model_dump(mode="json")
+
+
+def _stored_labels(found: MatchWithFeatures) -> dict[str, Any]:
+    """What a prediction of a stored match says about the match and the features it was made from."""
+    m = found.match
+    played = None
+    if m.home_goals is not None and m.away_goals is not None and m.result is not None:
+        score = {"home_goals": m.home_goals, "away_goals": m.away_goals, "result": m.result}
+        played = MatchResult.model_validate(score)
+    return {
+        "match_id": m.match_id,
+        "league": m.league,
+        "home_team": m.home_team,
+        "away_team": m.away_team,
+        "date": m.date,
+        "feature_version": found.feature_version,
+        "feature_revision": found.revision,
+        "features_as_of": found.as_of,
+        "result": played,
+    }
 
 
 def _error_entry(exc: Exception) -> dict[str, Any]:

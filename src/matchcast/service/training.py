@@ -48,14 +48,25 @@ class Dataset:
     away_goals: np.ndarray
 
 
-def build_dataset(store: MatchStore) -> Dataset:
-    """Features and outcomes of every finished match after each league's first season."""
+def build_dataset(
+    store: MatchStore, since: date | None = None, stored: dict[int, list[float]] | None = None
+) -> Dataset:
+    """Features and outcomes of every finished match after each league's first season (from ``since`` on, when
+    given: the features still see every earlier match).
+
+    ``stored`` (feature rows of this ``FEATURE_VERSION`` read from the store, which every ingest refreshes with
+    the same ``compute_features``) is used when it covers every match; otherwise the features are computed."""
     matches = store.all_matches()
-    feats = compute_features(matches)
+    covered = stored is not None and all(m.match_id in stored for m in matches)
+    feats = stored if stored is not None and covered else compute_features(matches)
     first_season: dict[str, str] = {}
     for m in matches:
         first_season.setdefault(m.league, m.season)
-    done = [m for m in matches if m.result is not None and m.season != first_season[m.league]]
+    done = [
+        m
+        for m in matches
+        if m.result is not None and m.season != first_season[m.league] and (since is None or m.date >= since)
+    ]
     if not done:
         raise InvalidInput("the store has no finished matches to train on; run `matchcast ingest` first")
     return Dataset(
@@ -111,10 +122,12 @@ def train(
     c: float = DEFAULT_C,
     alias: str | None = "champion",
     progress: Callable[[str, int, int], None] | None = None,
+    dataset: Dataset | None = None,
 ) -> TrainResult:
     """Fit on seasons before the held-out one, score it, refit on all results, register, set ``alias``.
 
-    ``progress(step, done, total)`` hears of each of ``TRAIN_STEPS`` as it starts, and of the end.
+    ``progress(step, done, total)`` hears of each of ``TRAIN_STEPS`` as it starts, and of the end. ``dataset``
+    (``build_dataset``'s, when the caller has it already) saves computing the features again.
     """
 
     def step(n: int) -> None:
@@ -122,7 +135,7 @@ def train(
             progress(TRAIN_STEPS[n] if n < len(TRAIN_STEPS) else "done", n, len(TRAIN_STEPS))
 
     step(0)
-    ds = build_dataset(store)
+    ds = dataset if dataset is not None else build_dataset(store)
     held = _held_out_season(store, ds)
     before, test = ds.seasons < held, ds.seasons == held
     step(1)

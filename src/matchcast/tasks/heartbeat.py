@@ -15,8 +15,8 @@ from matchcast.tasks.keys import WORKER_KEY
 class WorkerHeartbeat:
     """A worker announces itself every few seconds; the key expires if it stops."""
 
-    def __init__(self, url: str, hostname: str, interval_s: float) -> None:
-        self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    def __init__(self, client: redis.Redis, hostname: str, interval_s: float) -> None:
+        self.client = client
         self.key, self.interval_s = WORKER_KEY + hostname, interval_s
         self.hostname = hostname
 

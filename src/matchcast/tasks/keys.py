@@ -14,6 +14,11 @@ WORKER_KEY = "matchcast:worker:"  # a worker's heartbeat (expires after three mi
 BACKEND_KEY = "matchcast:backend"  # no TTL: {"epoch", "since"}; gone means the backend came back empty
 BATCH_KEY = "matchcast:batch:"  # a batch: hash {"meta": json, "started_at", "cancelled_at"}; "...:events" a stream
 GONE_KEY = "matchcast:gone:"  # ids issued in an hour, kept past their expiry (410 instead of 404): small int sets
+LOCK_KEY = "matchcast:lock:"  # a maintenance task running somewhere (redis-py lock, expires with its time limit)
+FAIR_BACKLOG_KEY = "matchcast:fair:backlog"  # hash: API key id -> its batch tasks not yet done (bulk lane)
+FAIR_SHARD_KEY = "matchcast:fair:shard"  # hash: API key id -> the bulk sub-queue its chunks go to while it has work
+FAIR_LOAD_KEY = "matchcast:fair:load"  # hash: shard -> tasks not yet done in it
+FAIR_CHUNK_KEY = "matchcast:fair:chunk:"  # a sent chunk's share "<key> <shard> <tasks>", released once when done
 EVENTS_CHANNEL = "matchcast:events"  # pub/sub: {"tasks": [ids], "batch": id} when workers change tasks' states
 
 GONE_SLOT_S = 3600  # one tombstone set per hour of issue and bucket

@@ -23,7 +23,9 @@ from matchcast.tasks.names import (
     BULK_QUEUE,
     BULK_TASK,
     CALLBACK_TASK,
+    INGEST_UPLOAD_TASK,
     INTERACTIVE_QUEUE,
+    MAINTENANCE_QUEUE,
     ML_QUEUE,
     PREDICT_GROUP_TASK,
     PREDICT_TASK,
@@ -71,16 +73,26 @@ def predict_chunk(
     batch: bool,
     deadlines: dict[str, float] | None = None,
     batch_id: str | None = None,
+    queue: str | None = None,
+    chunk_id: str | None = None,
 ) -> TaskMessage:
-    """A chunk of stored-match tasks, ``{"items": [[task_id, match_id], ...]}``: on ``ml.bulk`` for a batch."""
+    """A chunk of stored-match tasks, ``{"items": [[task_id, match_id], ...]}``: on ``ml.bulk`` for a batch (or the
+    bulk sub-queue ``queue`` its key was given: ``tasks/fairshare.py``), under ``chunk_id`` if given."""
     body = {"items": [list(i) for i in items]}
-    queue = BULK_QUEUE if batch else ML_QUEUE
-    return TaskMessage(BULK_TASK, body, queue, deadlines=deadlines or None, batch=batch_id)
+    queue = queue or (BULK_QUEUE if batch else ML_QUEUE)
+    return TaskMessage(BULK_TASK, body, queue, chunk_id, deadlines=deadlines or None, batch=batch_id)
 
 
 def deliver_callback(task_id: str, *, countdown: float | None = None) -> TaskMessage:
     """POST a finished task's status to its callback URL."""
     return TaskMessage(CALLBACK_TASK, task_id, ML_QUEUE, countdown=countdown or None)
+
+
+def ingest_upload(name: str, content: str, league: str | None, task_id: str) -> TaskMessage:
+    """An uploaded file, carried whole in the message (worker hosts share no filesystem with the API)."""
+    return TaskMessage(
+        INGEST_UPLOAD_TASK, {"name": name, "content": content, "league": league}, MAINTENANCE_QUEUE, task_id
+    )
 
 
 def enqueue(app: Celery, *messages: TaskMessage) -> None:

@@ -12,6 +12,7 @@ round trip, reads in one place (``docs/architecture.md`` draws the same table).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -27,6 +28,7 @@ from redis.exceptions import RedisError
 from matchcast.errors import Gone, ServiceUnavailable, TaskNotFound
 from matchcast.metrics import TASK_GONE
 from matchcast.schemas import CallbackStatus, TaskStatus
+from matchcast.tasks.backend_client import ReplicaWait
 from matchcast.tasks.keys import (
     BACKEND_KEY,
     EVENTS_CHANNEL,
@@ -39,16 +41,21 @@ from matchcast.tasks.keys import (
     result_key,
     task_key,
 )
-from matchcast.tasks.status import EXPIRED, TAKEN_OVER, expired_meta, task_status
+from matchcast.tasks.status import DEAD_LETTERED, EXPIRED, TAKEN_OVER, expired_meta, task_status
 
 CLAIM_TRIES = 3
 TOMBSTONED = frozenset({"async", "batch"})  # ids clients poll: they answer 410 once expired (sync ids are not kept)
+ORPHAN_S = 2.0  # an idempotency claim this old whose task has no record was cut short: it may be taken over
 BATCH_EVENTS_MAX = 2000  # entries a batch's event stream keeps (a batch of 1,000 makes about a dozen)
 
 
 def backend_down(exc: Exception) -> ServiceUnavailable:
     """The error for a result backend that did not answer."""
     return ServiceUnavailable(f"result backend unreachable: {type(exc).__name__}", ["result_backend"])
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _text(raw: Any) -> str:
@@ -58,8 +65,11 @@ def _text(raw: Any) -> str:
 class TaskRecords:
     """The API's reads and writes of task records; a Redis outage is ``ServiceUnavailable``."""
 
-    def __init__(self, client: aioredis.Redis, ttl_s: int, gone_s: int = 24 * 3600) -> None:
+    def __init__(
+        self, client: aioredis.Redis, ttl_s: int, gone_s: int = 24 * 3600, wait: ReplicaWait | None = None
+    ) -> None:
         self.client, self.ttl_s, self.gone_s = client, ttl_s, gone_s
+        self.wait = wait or ReplicaWait(0, 0)
 
     async def issue(
         self,
@@ -93,7 +103,7 @@ class TaskRecords:
                             pipe.hset(batch_key(batch[0]), "meta", json.dumps(batch[1]))
                             pipe.expire(batch_key(batch[0]), self.ttl_s)
                             self._tombstones(pipe, "batch", [batch[0]], now)
-                        await pipe.execute()
+                        await self.wait.execute_async(pipe)  # polled ids outlive a failover: on a replica first
             except RedisError as exc:
                 raise backend_down(exc) from exc
             await publish()
@@ -129,9 +139,12 @@ class TaskRecords:
         hits = [hour for hour, hit in zip(hours, found, strict=True) if hit]
         if not hits:
             return None
+        # Issued some time in that hour: expired ``ttl_s`` later, some time in the hour after (and by now).
         expired_at = min(now, (hits[-1] + 1) * GONE_SLOT_S + self.ttl_s)
+        after = min(expired_at, hits[-1] * GONE_SLOT_S + self.ttl_s)
         TASK_GONE.labels(kind=kind).inc()
-        return Gone(f"{kind} {ident} has expired: results are kept {self.ttl_s} s", expired_at)
+        window = f"between {_iso(after)} and {_iso(expired_at)}"
+        return Gone(f"{kind} {ident} has expired {window}: results are kept {self.ttl_s} s", expired_at, after)
 
     async def missing(self, task_id: str) -> Exception:
         """The error for a task id without a record: 410 if it expired lately, else 404."""
@@ -172,9 +185,32 @@ class TaskRecords:
         return [(bool(won), "" if won else _text(raw)) for won, raw in zip(answers[::2], answers[1::2], strict=True)]
 
     async def taken_over(self, holder: str, key: str) -> bool:
-        """Whether ``key``'s ``holder`` failed or was cancelled; if so the key is released for a new claim."""
-        meta = await self.meta(holder)
-        if meta is None or meta.get("status") not in TAKEN_OVER:
+        """Whether ``key``'s ``holder`` failed, was cancelled or was never issued; if so the key is released for a
+        new claim.
+
+        Never issued: a claim whose task record did not follow within ``ORPHAN_S`` (the backend failed between the
+        two round trips, a failover say, and the claim's release failed with it). Such a holder was never sent and
+        would answer 404 forever; a younger claim is waited for (its record is a round trip away).
+        """
+        for _ in range(2):
+            try:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    pipe.get(result_key(holder))
+                    pipe.exists(task_key(holder))
+                    pipe.pttl(key)
+                    raw, issued, pttl = await pipe.execute()
+            except RedisError as exc:
+                raise backend_down(exc) from exc
+            if raw or issued:
+                status = json.loads(raw).get("status") if raw else None
+                if status not in TAKEN_OVER:
+                    return False
+                break
+            age = self.ttl_s - max(pttl, 0) / 1000
+            if age >= ORPHAN_S:
+                break
+            await asyncio.sleep(ORPHAN_S - age)
+        else:
             return False
         await self.release(key)
         return True
@@ -235,13 +271,17 @@ class TaskRecords:
         epoch: str = json.loads(raw)["epoch"]
         return epoch
 
-    async def persistent(self) -> bool:
-        """Whether the backend keeps an append-only file, so that what it acknowledged survives its restart."""
-        try:
-            info = await self.client.info("persistence")
+    async def durability(self) -> tuple[bool, int]:
+        """Whether the backend keeps an append-only file (what it acknowledged survives its restart), and how many
+        replicas its master has (what it acknowledged survives a failover), in one round trip."""
+        try:  # two sections, two commands: INFO takes one section before Redis 7
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.info("persistence")
+                pipe.info("replication")
+                persistence, replication = await pipe.execute()
         except RedisError as exc:
             raise backend_down(exc) from exc
-        return bool(int(info.get("aof_enabled", 0)))
+        return bool(int(persistence.get("aof_enabled", 0))), int(replication.get("connected_slaves", 0))
 
     async def batch(self, batch_id: str) -> dict[str, Any] | None:
         """A batch's record (``meta`` decoded, times as floats), or None if there is none."""
@@ -309,8 +349,9 @@ class TaskRecords:
 class WorkerRecords:
     """The worker's reads and writes of task records, through the Celery result backend's client."""
 
-    def __init__(self, client: redis.Redis, ttl_s: int) -> None:
+    def __init__(self, client: redis.Redis, ttl_s: int, wait: ReplicaWait | None = None) -> None:
         self.client, self.ttl_s = client, ttl_s
+        self.wait = wait or ReplicaWait(0, 0)
 
     def starting(self, task_ids: Sequence[str]) -> set[str]:
         """Tasks about to run: which were cancelled (none if the backend is away), in one round trip.
@@ -379,13 +420,19 @@ class WorkerRecords:
                 add_events(pipe, batch, changes, self.ttl_s)
             elif changes:
                 pipe.publish(EVENTS_CHANNEL, json.dumps({"tasks": [t for t, _ in changes]}))
-            pipe.execute()
+            self.wait.execute(pipe)  # on a replica before the chunk is acked: a failover cannot lose them
 
     def expire(self, task_id: str, deadline: float, encode: Callable[[Any], Any]) -> None:
         """Record that ``task_id`` was not started by its ``deadline`` (``EXPIRED``), and say so."""
         with self.client.pipeline(transaction=False) as pipe:
             pipe.setex(result_key(task_id), self.ttl_s, encode(expired_meta(task_id, deadline, time.time())))
             pipe.publish(EVENTS_CHANNEL, json.dumps({"tasks": [task_id]}))
+            self.wait.execute(pipe)
+
+    def dead_lettered(self, batch_id: str, task_ids: Sequence[str]) -> None:
+        """Name a batch's dead-lettered tasks (their records already say so) in its event stream, and say so."""
+        with self.client.pipeline(transaction=False) as pipe:
+            add_events(pipe, batch_id, [(t, DEAD_LETTERED) for t in task_ids], self.ttl_s)
             pipe.execute()
 
     def start_batch(self, batch_id: str) -> None:

@@ -6,11 +6,10 @@ import asyncio
 import uuid
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from matchcast.config import Settings
 from matchcast.data.dead_letters import DeadLetters
 from matchcast.errors import Conflict, NotFound
+from matchcast.tasks.backend_client import ReplicaWait, async_backend_client
 from matchcast.tasks.celery_app import make_celery
 from matchcast.tasks.messages import enqueue, predict
 from matchcast.tasks.names import PREDICT_TASK
@@ -38,9 +37,9 @@ def replay(settings: Settings, letters: DeadLetters, dead_letter_id: int) -> str
     app = make_celery(settings, publisher=True)
 
     async def send() -> None:
-        client = aioredis.Redis.from_url(settings.resolved_result_backend(), socket_timeout=5)
+        client = async_backend_client(settings, socket_timeout=5)
         try:
-            records = TaskRecords(client, settings.task_ttl_s)
+            records = TaskRecords(client, settings.task_ttl_s, wait=ReplicaWait.of(settings))
             await records.issue(
                 [task_id], "replay", lambda: asyncio.to_thread(enqueue, app, predict(payload, task_id, sync=False))
             )

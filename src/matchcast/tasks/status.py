@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from matchcast.config import redact_text
 from matchcast.errors import Conflict, MatchcastError, PredictionFailed, from_wire
-from matchcast.schemas import TaskStatus
+from matchcast.schemas import IngestResult, TaskStatus
 
 READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED", "EXPIRED"})
 # An idempotency key pointing at such a task may be claimed again.
 TAKEN_OVER = frozenset({"FAILURE", "REVOKED", "EXPIRED"})
 EXPIRED = "EXPIRED"  # matchcast's own state: the deadline passed before a worker started the task
+DEAD_LETTERED: Final = "DEAD_LETTERED"  # a FAILURE record naming ``DeadLettered``: kept in ``dead_letters``
 
 
 def expired_meta(task_id: str, deadline: float, now: float) -> dict[str, Any]:
@@ -56,7 +57,9 @@ def task_status(task_id: str, meta: dict[str, Any] | None) -> TaskStatus:
     state = meta.get("status", "PENDING")
     if state == "SUCCESS":  # a grouped sync message's result is a list, read by the API that sent it
         result: Any = meta.get("result")
-        if not isinstance(result, dict):
+        if isinstance(result, dict) and result.get("kind") == "ingest":  # an upload's report, not a prediction
+            return TaskStatus(task_id=task_id, status="SUCCESS", ingest=IngestResult.model_validate(result))
+        if not isinstance(result, dict) or "kind" in result:  # another maintenance task's result: not shown here
             result = None
         return TaskStatus(task_id=task_id, status="SUCCESS", result=result)
     if state == EXPIRED:
@@ -70,7 +73,7 @@ def task_status(task_id: str, meta: dict[str, Any] | None) -> TaskStatus:
             expired_at=why.get("expired_at"),
         )
     if state == "FAILURE" and exc_type_of(meta) == "DeadLettered":
-        return TaskStatus(task_id=task_id, status="DEAD_LETTERED", error=error_text(meta))
+        return TaskStatus(task_id=task_id, status=DEAD_LETTERED, error=error_text(meta))
     if state in ("FAILURE", "REVOKED", "RETRY"):
         return TaskStatus(task_id=task_id, status=state, error=error_text(meta))
     return TaskStatus(task_id=task_id, status="STARTED" if state == "STARTED" else "PENDING")

@@ -6,7 +6,6 @@ import streamlit as st
 
 from matchcast.ui import pages
 from matchcast.ui.client import ApiClient, UiConfig
-from matchcast.ui.history import PredictionLog
 
 TITLES = {
     "upcoming": "Upcoming matches",
@@ -41,7 +40,7 @@ def main() -> None:
     """Build the navigation and run the selected page."""
     st.set_page_config(page_title="matchcast", page_icon=":material/sports_soccer:", layout="wide")
     config = UiConfig.from_env()
-    ui = pages.Ui(client=_client(config.api_url, config.api_key), log=PredictionLog(config.home), home=config.home)
+    ui = pages.Ui(client=_client(config.api_url, config.api_key), home=config.home)
     nav = st.navigation([_page(ui, name) for name in pages.PAGES])
     st.sidebar.caption(f"API {config.api_url}")
     nav.run()

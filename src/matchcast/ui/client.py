@@ -2,7 +2,7 @@
 
 The UI is a separate program. It knows the API only by URL and reads three environment variables, which
 ``matchcast ui`` sets from matchcast's settings: ``MATCHCAST_UI_API_URL``, ``MATCHCAST_UI_API_KEY`` (sent as
-``X-API-Key`` when set) and ``MATCHCAST_HOME`` (where the UI keeps its record of predictions).
+``X-API-Key`` when set) and ``MATCHCAST_HOME`` (where ``matchcast evaluate`` leaves the files the Model page shows).
 """
 
 from __future__ import annotations
@@ -268,6 +268,17 @@ class ApiClient:
     def task_status(self, status_url: str) -> dict[str, Any]:
         """``GET /monitoring/task_status/{task_id}`` (the ``status_url`` of a submission)."""
         out: dict[str, Any] = self._call("GET", status_url)
+        return out
+
+    def live(self) -> dict[str, Any]:
+        """``GET /monitoring/live``: live scores per model version and window, from the prediction log."""
+        out: dict[str, Any] = self._call("GET", "/monitoring/live")
+        return out
+
+    def live_predictions(self, *, limit: int = 200, shadow: bool = False) -> dict[str, Any]:
+        """``GET /monitoring/live/predictions``: the counted predictions of scored matches, newest first."""
+        params = {"limit": str(limit), "shadow": "true" if shadow else "false"}
+        out: dict[str, Any] = self._call("GET", "/monitoring/live/predictions", params=params)
         return out
 
     def model_info(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The UI's pages. Each takes a ``Ui`` (HTTP client, prediction log, home folder) so tests can give it a fake API.
+"""The UI's pages. Each takes a ``Ui`` (HTTP client, home folder) so tests can give it a fake API.
 
 An API failure is shown as one sentence (``st.error``), never as a stack trace.
 
@@ -20,12 +20,12 @@ import pandas as pd
 import streamlit as st
 
 from matchcast.ui.client import ApiClient, ApiError, FeatureField
-from matchcast.ui.history import PredictionLog, results_so_far
 from matchcast.ui.markets import show_goal_evaluation, show_markets
 
 ALL_LEAGUES = "All leagues"
 WAITING = {"PENDING", "STARTED", "RETRY"}
 OUTCOME_LABELS = {"home": "Home win", "draw": "Draw", "away": "Away win"}
+OUTCOME_KEYS = {"H": "home", "D": "draw", "A": "away"}
 # Starting values for the what-if form (a plausible strong home side); unknown features start at their midpoint.
 TYPICAL = {
     "elo_home": 1620.0,
@@ -52,7 +52,6 @@ class Ui:
     """What every page needs."""
 
     client: ApiClient
-    log: PredictionLog
     home: Path
     poll_s: float = 1.0  # a batch is followed by one status request this often, however many matches it has
     batch_deadline_s: float = 180.0
@@ -108,8 +107,16 @@ def show_prediction(pred: dict[str, Any]) -> None:
     st.caption(
         f"Model {pred['model_name']} version {pred['model_version']}"
         + (f" · features {pred['feature_version']}" if pred.get("feature_version") else "")
+        + (f" (revision {pred['feature_revision']})" if pred.get("feature_revision") else "")
+        + (f" · results up to {pred['features_as_of']}" if pred.get("features_as_of") else "")
         + f" · predicted at {pred['predicted_at']}"
+        + (_played(pred["result"]) if pred.get("result") else "")
     )
+
+
+def _played(result: dict[str, Any]) -> str:
+    """The caption's note on a played match: its score; the forecast shown is still the pre-match one."""
+    return f" · played: {result['home_goals']}-{result['away_goals']} (this is the pre-match forecast)"
 
 
 def _upcoming_or_stop(ui: Ui) -> list[dict[str, Any]]:
@@ -172,7 +179,6 @@ def upcoming(ui: Ui) -> None:
                 except ApiError as exc:
                     st.session_state["up_result"] = {"match_id": match_id, "error": exc.message}
                 else:
-                    ui.log.add(pred, source="sync")
                     st.session_state["up_result"] = {"match_id": match_id, "prediction": pred}
         result = st.session_state.get("up_result")
         if result and result["match_id"] == match_id:
@@ -257,7 +263,6 @@ def _read_batch(ui: Ui, job: dict[str, Any]) -> None:
         it = by_task.get(done["task_id"])
         if it is not None and it["status"] in WAITING:
             it.update(status="SUCCESS", result=done["result"])
-            ui.log.add(done["result"], source="batch")
     for failed in batch.get("failures", []):
         it = by_task.get(failed["task_id"])
         if it is not None and it["status"] in WAITING:
@@ -441,41 +446,118 @@ def model(ui: Ui) -> None:
 # --- Results so far ----------------------------------------------------------------------------------------------
 
 
+LIVE_WINDOWS = {"7d": "last 7 days", "30d": "last 30 days", "season": "the season", "last200": "last 200"}
+
+
+def _live_table(report: dict[str, Any]) -> pd.DataFrame:
+    rows = []
+    for m in report["models"]:
+        who = f"version {m['model_version']}" + (" (shadow)" if m["shadow"] else "")
+        for window, label in LIVE_WINDOWS.items():
+            w = m["windows"].get(window) or {"n": 0}
+            if not w["n"]:
+                continue
+            model, base = w["model"], w["baseline"]
+            rows.append(
+                {
+                    "model": who,
+                    "role": m.get("role") or "",
+                    "window": label,
+                    "matches": w["n"],
+                    "RPS": model["rps"],
+                    "baseline RPS": base["rps"],
+                    "log loss": model["log_loss"],
+                    "Brier": model["brier"],
+                    "accuracy": model["accuracy"],
+                    "held-out RPS": m.get("heldout_rps"),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _league_table(leagues: list[dict[str, Any]]) -> pd.DataFrame:
+    """``leagues`` of ``GET /monitoring/live``: the served forecasts against the baseline, per league."""
+    return pd.DataFrame(
+        [
+            {
+                "league": lg["league"],
+                "matches": lg["n"],
+                "RPS": lg["model"]["rps"],
+                "baseline RPS": lg["baseline"]["rps"],
+                "difference": lg["rps_diff"],
+                "± s.e.": lg.get("rps_diff_se"),
+                "accuracy": lg["model"]["accuracy"],
+                "baseline accuracy": lg["baseline"]["accuracy"],
+            }
+            for lg in leagues
+        ]
+    )
+
+
 def results(ui: Ui) -> None:
-    """How the predictions this UI showed fared, for the matches whose result is now known."""
+    """How the served forecasts fared once results arrived: ``GET /monitoring/live`` and the prediction log."""
     st.title("Results so far")
-    records = ui.log.records()
-    if not records:
+    try:
+        report = ui.client.live()
+        page = ui.client.live_predictions()
+    except ApiError as exc:
+        st.error(exc.message)
+        return
+    if not report["models"]:
         st.info(
-            "No predictions recorded yet. Predictions of stored matches made on the Upcoming and Batch pages are "
-            f"kept in `{ui.log.path}` and scored here once their results are known."
+            "No prediction has been scored yet. Every prediction the workers serve is logged; once a later ingest "
+            "brings a match's result, the last prediction served before it counts and is scored here."
         )
         return
-    with st.spinner("Looking up results…"):
-        outcome = results_so_far(records, ui.client.match)
-    summary = outcome.summary()
-    c1, c2, c3, c4 = st.columns(4)
-    c1.metric("Scored", int(summary["n"]))
-    c2.metric("Awaiting a result", outcome.awaiting)
-    if summary["n"]:
-        c3.metric("Accuracy", f"{summary['accuracy']:.0%}")
-        c4.metric("Mean RPS", f"{summary['rps']:.4f}", help="Ranked probability score: lower is better")
-    if outcome.unavailable:
-        st.error(f"{len(outcome.unavailable)} matches could not be looked up; first: {outcome.unavailable[0]}")
-    if outcome.scored:
+    st.caption(f"Windows end at the latest scored match ({report['latest_match_date']}). Rule: {report['rule']}.")
+    champion = next((m for m in report["models"] if m.get("role") == "champion" and not m["shadow"]), None)
+    if champion is not None:
+        season = champion["windows"]["season"]
+        c1, c2, c3, c4 = st.columns(4)
+        c1.metric("Scored this season", season["n"])
+        if season["n"]:
+            c2.metric("Accuracy", f"{season['model']['accuracy']:.0%}")
+            c3.metric("Mean RPS", f"{season['model']['rps']:.4f}", help="Ranked probability score: lower is better")
+            c4.metric("Frequency baseline RPS", f"{season['baseline']['rps']:.4f}")
+    st.dataframe(_live_table(report), hide_index=True)
+    for pair in report["comparisons"]:
+        w = pair["windows"]["season"]
+        if w["n"]:
+            se = f" ± {w['rps_diff_se']:.4f}" if w.get("rps_diff_se") is not None else ""
+            st.markdown(
+                f"**Challenger {pair['challenger_version']} vs champion {pair['champion_version']}** on the same "
+                f"{w['n']} matches this season: RPS {w['challenger_rps']:.4f} vs {w['champion_rps']:.4f}, paired "
+                f"difference {w['rps_diff']:+.4f}{se} (negative: the challenger is better)."
+            )
+    if report.get("leagues"):
+        st.subheader("Per league, this season")
+        st.dataframe(_league_table(report["leagues"]), hide_index=True)
+    if page["items"]:
+        st.subheader(f"Scored predictions ({page['total']}, latest first)")
         st.dataframe(
-            pd.DataFrame([s.__dict__ for s in outcome.scored]),
+            pd.DataFrame(
+                [
+                    {
+                        "match_id": p["match_id"],
+                        "date": p["date"],
+                        "match": f"{p['home_team']} {p['home_goals']}-{p['away_goals']} {p['away_team']}",
+                        "result": p["result"],
+                        "p(result)": p["probabilities"][OUTCOME_KEYS[p["result"]]],
+                        "hit": p["hit"],
+                        "rps": p["rps"],
+                        "baseline rps": p["baseline_rps"],
+                        "version": p["model_version"],
+                        "served": p["source"],
+                    }
+                    for p in page["items"]
+                ]
+            ),
             hide_index=True,
             column_config={
-                "p_actual": st.column_config.NumberColumn("p(result)", format="percent"),
+                "p(result)": st.column_config.NumberColumn(format="percent"),
                 "rps": st.column_config.NumberColumn("RPS", format="%.4f"),
-                "log_loss": st.column_config.NumberColumn("log loss", format="%.4f"),
+                "baseline rps": st.column_config.NumberColumn("baseline RPS", format="%.4f"),
             },
-        )
-    else:
-        st.info(
-            f"None of the {outcome.awaiting} predicted matches has a result yet. Results arrive when newer data "
-            "is loaded (`matchcast ingest`)."
         )
 
 

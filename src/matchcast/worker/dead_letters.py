@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 from kombu import Connection, Message
+from redis.exceptions import RedisError
 
 from matchcast.config import Settings
 from matchcast.data.dead_letters import DeadLetters
@@ -25,6 +26,7 @@ from matchcast.errors import DeadLettered
 from matchcast.metrics import DEAD_LETTERS_RECORDED
 from matchcast.service.wiring import store_for
 from matchcast.tasks.celery_app import dead_queue
+from matchcast.tasks.fairshare import release_chunks
 from matchcast.tasks.messages import deliver_callback, enqueue
 from matchcast.tasks.names import BULK_TASK, DEAD_QUEUE, PREDICT_TASK
 
@@ -36,9 +38,18 @@ MARKER = "matchcast_dead_letter"
 
 
 def publish_dead_letter(
-    app: Celery, *, task_id: str, task_name: str, args: Any, reason: str, error: str, attempts: int
+    app: Celery,
+    *,
+    task_id: str,
+    task_name: str,
+    args: Any,
+    reason: str,
+    error: str,
+    attempts: int,
+    batch: str | None = None,
 ) -> None:
-    """Put one dead letter on ``ml.dead`` (persistent, confirmed where the broker confirms)."""
+    """Put one dead letter on ``ml.dead`` (persistent, confirmed where the broker confirms); ``batch``: the batch
+    its tasks belong to (the collector names them in the batch's event stream)."""
     body = {
         MARKER: 1,
         "task_id": task_id,
@@ -48,6 +59,8 @@ def publish_dead_letter(
         "error": error[:2000],
         "attempts": attempts,
     }
+    if batch:
+        body["batch"] = batch
     q = dead_queue()
     with app.producer_or_acquire() as producer:
         producer.publish(
@@ -69,6 +82,16 @@ def publish_dead_letter(
             attempts,
             error[:200],
         )
+
+
+def release_share(chunk_id: str) -> None:
+    """A batch chunk is done or given up on: its key's fair share of the bulk lane is released (once)."""
+    from matchcast.worker.app import runtime
+
+    try:
+        release_chunks(runtime().app.backend.client, [chunk_id])
+    except RedisError as exc:  # the share expires with the task TTL; the work itself is done
+        log.warning("could not release the fair share of chunk=%s: %s", chunk_id, exc)
 
 
 def split_bulk(letter: dict[str, Any]) -> list[dict[str, Any]]:
@@ -121,6 +144,7 @@ def _from_broker(message: Message, settings: Settings) -> dict[str, Any]:
         "reason": reason,
         "error": error,
         "attempts": int(headers.get("x-delivery-count") or settings.delivery_limit + 1),
+        "batch": headers.get("batch"),
     }
 
 
@@ -137,13 +161,19 @@ class DeadLetterCollector:
         self.thread.start()
 
     def _store(self, letter: dict[str, Any]) -> None:
-        for one in split_bulk(letter):
+        batch = letter.pop("batch", None)
+        letters = split_bulk(letter)
+        for one in letters:
             DeadLetters(store_for(self.settings)).record(**one)
             DEAD_LETTERS_RECORDED.labels(reason=one["reason"]).inc()
             err = DeadLettered(f"dead-lettered ({one['reason']}): {one['error']}")
             self.app.backend.mark_as_failure(one["task_id"], err)
             if one["reason"] == "delivery_limit" and self.runtime.records.has_callback(one["task_id"]):
                 enqueue(self.app, deliver_callback(one["task_id"]))  # no worker returned from this task
+        if isinstance(batch, str) and batch:  # its event stream (and so its watchers) hear of them too
+            self.runtime.records.dead_lettered(batch, [one["task_id"] for one in letters])
+        if letter.get("task_name") == BULK_TASK:  # a chunk no worker returned from gives back its fair share
+            release_share(letter["task_id"])
 
     def _not_dead(self, message: Message, task_id: str) -> str | None:
         """Why a message the broker dead-lettered is no dead letter after all, or None."""
@@ -171,6 +201,8 @@ class DeadLetterCollector:
                 body = None
         if isinstance(body, dict) and body.get(MARKER):
             letter = {k: body[k] for k in ("task_id", "task_name", "args", "reason", "error", "attempts")}
+            if body.get("batch"):
+                letter["batch"] = body["batch"]
         else:
             letter = _from_broker(message, self.settings)
             # Revoked (cancelled or expired) tasks are rejected on purpose, and a task that succeeded on another

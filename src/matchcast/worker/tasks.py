@@ -19,10 +19,17 @@ from matchcast.metrics import TASK_DURATION, TASK_QUEUE_WAIT, TASKS, TASKS_EXPIR
 from matchcast.service.callbacks import post_callback
 from matchcast.tasks.messages import deliver_callback as callback_message
 from matchcast.tasks.messages import enqueue
-from matchcast.tasks.names import BULK_TASK, CALLBACK_TASK, GROUP_MAX, PREDICT_GROUP_TASK, PREDICT_TASK
+from matchcast.tasks.names import (
+    BULK_TASK,
+    CALLBACK_TASK,
+    GROUP_MAX,
+    INTERACTIVE_QUEUE,
+    PREDICT_GROUP_TASK,
+    PREDICT_TASK,
+)
 from matchcast.tasks.status import task_status
 from matchcast.worker.app import runtime
-from matchcast.worker.dead_letters import publish_dead_letter
+from matchcast.worker.dead_letters import publish_dead_letter, release_share
 
 log = logging.getLogger("matchcast.worker.tasks")
 
@@ -52,6 +59,7 @@ class PredictTask(Task):
         if isinstance(exc, NotFound):
             return
         reason = "rejected" if isinstance(exc, InvalidInput) else "retries_exhausted"
+        batch = self.request.get("batch")
         publish_dead_letter(
             self.app,
             task_id=task_id,
@@ -60,7 +68,10 @@ class PredictTask(Task):
             reason=reason,
             error=f"{type(exc).__name__}: {exc}",
             attempts=int(self.request.retries or 0) + 1,
+            batch=batch if isinstance(batch, str) else None,
         )
+        if self.name == BULK_TASK:
+            release_share(task_id)
 
     def after_return(self, status: str, retval: Any, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         """On a final state, deliver the completion callback (after dead-lettering has had a moment)."""
@@ -104,6 +115,12 @@ def late(deadlines: dict[str, float], task_ids: Any) -> dict[str, float]:
     return {t: deadlines[t] for t in task_ids if t in deadlines and deadlines[t] < now}
 
 
+def _source_of(task: Task) -> str:
+    """The prediction log's source of a single task: sync when it came on the interactive queue."""
+    info = task.request.delivery_info or {}
+    return "sync" if info.get("routing_key") == INTERACTIVE_QUEUE else "async"
+
+
 def predict_match(self: PredictTask, payload: dict[str, Any]) -> dict[str, Any]:
     """Predict one match: ``{"match_id": N}`` or inline ``{"features": {...}, ...}`` (the design note's task)."""
     task_id = self.request.id
@@ -124,7 +141,7 @@ def predict_match(self: PredictTask, payload: dict[str, Any]) -> dict[str, Any]:
     try:
         if not isinstance(payload, dict):
             raise InvalidInput(f"payload must be a JSON object (grouped requests are {PREDICT_GROUP_TASK})")
-        result = runtime().service().predict(payload)
+        result = runtime().service().predict(payload, source=_source_of(self))
     except NotFound:
         TASKS.labels(outcome="not_found").inc()
         raise
@@ -155,7 +172,7 @@ def predict_match_group(task: PredictTask, envelope: dict[str, Any]) -> list[dic
     _note_queue_wait(task)
     started = time.perf_counter()
     try:
-        out = runtime().service().predict_each(payloads)
+        out = runtime().service().predict_each(payloads, source="sync")
     except TRANSIENT:
         TASKS.labels(outcome="retried" if task.request.retries < task.max_retries else "failed").inc(len(payloads))
         raise
@@ -216,7 +233,8 @@ def predict_matches(self: PredictTask, payload: dict[str, Any]) -> int:
     expired = late(deadlines_of(self), wanted)  # checked per task: a chunk mixes submissions
     for task_id in expired:
         del wanted[task_id]
-    outcomes = rt.service().predict_many(list(set(wanted.values()))) if wanted else {}
+    source = "batch" if batch else "async"
+    outcomes = rt.service().predict_many(list(set(wanted.values())), source=source) if wanted else {}
     ok: dict[str, dict[str, Any]] = {}
     failed: list[str] = []
     for task_id, match_id in wanted.items():
@@ -229,6 +247,8 @@ def predict_matches(self: PredictTask, payload: dict[str, Any]) -> int:
             ok[task_id] = outcome
     # orjson writes the same JSON as the backend's encoder, several times faster on results that carry markets
     rt.records.store_results(ok, orjson.dumps, expired=expired, failed=failed, batch=batch)
+    if batch:
+        release_share(self.request.id)
     if expired:
         TASKS_EXPIRED.labels(task=BULK_TASK).inc(len(expired))
         log.info("expired chunk=%s tasks=%s", self.request.id, ",".join(expired))

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Path, Query, Response, status
 from matchcast.api.auth import PredictKey
 from matchcast.api.deps import DispatcherDep
 from matchcast.errors import Forbidden
-from matchcast.schemas import BatchCancelled, BatchStatus, ErrorBody, GoneBody
+from matchcast.schemas import BatchCancelled, BatchStatus, ErrorBody, GoneBody, Prediction
 from matchcast.tasks.batches import BATCH_PAGE_MAX, summarize, task_rows
 
 router = APIRouter(tags=["monitoring"])
@@ -25,7 +25,12 @@ CSV_COLUMNS = (
     "away",
     "model_version",
     "feature_version",
+    "feature_revision",
+    "features_as_of",
     "predicted_at",
+    "home_goals",
+    "away_goals",
+    "result",
     "error",
 )
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -58,12 +63,20 @@ async def batch_status(
         for match_id, s in task_rows(record, metas):
             p = s.result
             probs = (p.probabilities.home, p.probabilities.draw, p.probabilities.away) if p else ("", "", "")
-            versions = (p.model_version, p.feature_version or "", p.predicted_at.isoformat()) if p else ("", "", "")
-            writer.writerow((match_id, s.task_id, s.status, *probs, *versions, s.error or ""))
+            writer.writerow((match_id, s.task_id, s.status, *probs, *_made_from(p), s.error or ""))
         headers = {"Content-Disposition": f'attachment; filename="batch-{batch_id}.csv"'}
         return Response(out.getvalue(), media_type="text/csv", headers=headers)
     body = summarize(batch_id, record, metas, offset, limit)
     return Response(body.model_dump_json(), media_type="application/json")
+
+
+def _made_from(p: Prediction | None) -> tuple[object, ...]:
+    """The CSV cells from ``model_version`` to ``result``: what a prediction was made from, and the score if played."""
+    if p is None:
+        return ("",) * 8
+    played = (p.result.home_goals, p.result.away_goals, p.result.result) if p.result else ("", "", "")
+    made = (p.model_version, p.feature_version or "", p.feature_revision or "", p.features_as_of or "")
+    return (*made, p.predicted_at.isoformat(), *played)
 
 
 async def _cancel(batch_id: str, dispatcher: DispatcherDep, key: PredictKey) -> BatchCancelled:

@@ -54,7 +54,8 @@ async def _open(
     stack = contextlib.ExitStack()
     watch: Watch = stack.enter_context(dispatcher.hub.watch(_owner(request, key), kind, ident))
     try:  # watching before reading: a change in between wakes the stream
-        return stack, watch, await read()
+        async with watch.reads:
+            return stack, watch, await read()
     except BaseException:
         stack.close()
         raise

@@ -7,14 +7,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
 from fastapi.responses import JSONResponse, PlainTextResponse
-from kombu import Connection
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from matchcast.api.deps import CatalogDep, DispatcherDep, SettingsDep, StoreDep
 from matchcast.config import Settings, redact_text, secrets_of
 from matchcast.data.dead_letters import DeadLetters
-from matchcast.metrics import DEAD_LETTERS, QUEUE_DEPTH, READINESS, exposition
+from matchcast.metrics import BROKER_NODE_UP, DEAD_LETTERS, QUEUE_DEPTH, READINESS, exposition
 from matchcast.schemas import (
     AsyncSubmitted,
     DeadLetterOut,
@@ -24,9 +23,10 @@ from matchcast.schemas import (
     Readiness,
     TaskStatus,
 )
-from matchcast.tasks.celery_app import queue_depth
+from matchcast.service.feeds import feed_problems, load_feeds
+from matchcast.tasks.cluster import NodeProbe, probe_nodes
 from matchcast.tasks.heartbeat import live_workers
-from matchcast.tasks.names import INTERACTIVE_QUEUE, ML_QUEUE
+from matchcast.tasks.names import INTERACTIVE_QUEUE, MAINTENANCE_QUEUE, ML_QUEUE
 from matchcast.tasks.replay import replayable_payload
 
 router = APIRouter(tags=["monitoring"])
@@ -101,20 +101,25 @@ async def health() -> dict[str, str]:
 SERVED = (INTERACTIVE_QUEUE, ML_QUEUE)  # sync and async work: each needs a worker
 
 
-def _broker_check(settings: Settings) -> tuple[int, dict[str, int] | None]:
-    """Connect to the broker: (messages waiting in ``ml``, consumers per queue when the broker can tell)."""
-    with Connection(settings.resolved_broker_url(), connect_timeout=settings.readiness_timeout_s) as conn:
-        depth, consumers = queue_depth(settings, conn)
-        if consumers is None:
-            return depth, None
-        return depth, {ML_QUEUE: consumers, INTERACTIVE_QUEUE: queue_depth(settings, conn, INTERACTIVE_QUEUE)[1] or 0}
+def _feed_notes(settings: Settings) -> tuple[bool, dict[str, str]]:
+    """Whether feeds are configured, and what ``/ready`` notes as degraded about them (never unready)."""
+    try:
+        feeds = load_feeds(settings)
+        if not feeds:
+            return False, {}
+        problems = feed_problems(settings, feeds)
+    except Exception as exc:
+        return True, {
+            "feeds": f"cannot tell: {type(exc).__name__}: {redact_text(str(exc), secrets_of(settings))[:200]}"
+        }
+    return True, ({"feeds": "; ".join(f"{name}: {why}" for name, why in problems.items())} if problems else {})
 
 
-def _consumers_from_heartbeats(workers: list[dict[str, object]]) -> dict[str, int]:
-    counts = dict.fromkeys(SERVED, 0)
+def _consumers_from_heartbeats(workers: list[dict[str, object]], served: tuple[str, ...] = SERVED) -> dict[str, int]:
+    counts = dict.fromkeys(served, 0)
     for w in workers:
         queues = w.get("queues")
-        for q in SERVED:
+        for q in served:
             if not isinstance(queues, list) or q in queues:
                 counts[q] += 1
     return counts
@@ -127,11 +132,26 @@ async def ready(settings: SettingsDep, dispatcher: DispatcherDep, catalog: Catal
     checks: dict[str, str] = {}
     consumers: dict[str, int] | None = None
 
+    try:  # the feed states are read from the match store: bounded like every other check
+        has_feeds, notes = await asyncio.wait_for(run_in_threadpool(_feed_notes, settings), timeout)
+    except TimeoutError:
+        has_feeds, notes = True, {"feeds": f"cannot tell: the match store did not answer within {timeout} s"}
+
+    nodes: list[NodeProbe] = []
+
     async def broker() -> None:
-        nonlocal consumers
-        depth, consumers = await run_in_threadpool(_broker_check, settings)
+        nonlocal consumers, nodes
+        nodes = await run_in_threadpool(probe_nodes, settings)
+        for n in nodes:
+            BROKER_NODE_UP.labels(node=n.label).set(n.error is None)
+        answered = [n for n in nodes if n.error is None]
+        if not answered:
+            checks["broker"] = f"unavailable: {nodes[0].error}"
+            return
+        depth, consumers = answered[0].depth or 0, answered[0].consumers
         QUEUE_DEPTH.set(depth)
-        checks["broker"] = f"ok ({depth} waiting in {ML_QUEUE})"
+        of = f"; {len(answered)} of {len(nodes)} nodes reachable" if len(nodes) > 1 else ""
+        checks["broker"] = f"ok ({depth} waiting in {ML_QUEUE}{of})"
 
     async def backend() -> None:
         await dispatcher.redis.ping()
@@ -166,7 +186,14 @@ async def ready(settings: SettingsDep, dispatcher: DispatcherDep, catalog: Catal
     missing = sorted(k for k, v in checks.items() if not v.startswith("ok"))
     for name in checks:
         READINESS.labels(check=name).set(0 if name in missing else 1)
-    body = Readiness(ready=not missing, checks=checks, missing=missing, degraded=dispatcher.watch.degraded())
+    if has_feeds and (consumers is not None or checks.get("result_backend") == "ok"):
+        serving = consumers if consumers is not None else _consumers_from_heartbeats(workers, (MAINTENANCE_QUEUE,))
+        if not serving.get(MAINTENANCE_QUEUE):
+            notes["maintenance"] = f"no worker is consuming {MAINTENANCE_QUEUE}: feeds and uploads wait"
+    degraded = dispatcher.watch.degraded() | notes
+    if len(nodes) > 1:  # a cluster serves while one node is lost: each unreachable node named, not a failure
+        degraded.update({f"broker {n.label}": f"unreachable: {n.error}" for n in nodes if n.error is not None})
+    body = Readiness(ready=not missing, checks=checks, missing=missing, degraded=degraded)
     return JSONResponse(body.model_dump(), status_code=503 if missing else 200)
 
 

@@ -83,6 +83,14 @@ async def sync_prediction(parts: Parts, payload: dict[str, object], idempotency_
     return Prediction.model_validate(result).model_dump_json().encode()
 
 
+def stored_match_key(parts: Parts, match_id: int, model_version: str, grid: bool = False) -> str:
+    """The automatic idempotency key of a stored match: the match, the model version, the feature version and the
+    match's feature revision as the API last read it (so a resubmission after an ingest changed its features
+    makes a new prediction), and the grid if asked for."""
+    revision = parts.feature_revisions().get(match_id) or "-"
+    return f"match:{match_id}:{model_version}:{FEATURE_VERSION}:{revision}" + (":grid" if grid else "")
+
+
 async def accept_stored(
     parts: Parts,
     match_id: int,
@@ -94,9 +102,9 @@ async def accept_stored(
 ) -> bytes:
     """Queue a prediction of a stored match, as the JSON body of the 202 answer.
 
-    Without an ``idempotency_key``, the key is the match, model version and feature version (and the grid, if
-    asked for): while such a task is queued, running or done, the same task comes back."""
-    key = idempotency_key or f"match:{match_id}:{model.version}:{FEATURE_VERSION}" + (":grid" if grid else "")
+    Without an ``idempotency_key``, the key is ``stored_match_key``'s: while such a task is queued, running or
+    done, the same task comes back."""
+    key = idempotency_key or stored_match_key(parts, match_id, model.version, grid)
     payload: dict[str, object] = {"match_id": match_id, "grid": True} if grid else {"match_id": match_id}
     task_id = await parts.dispatcher.submit(payload, idempotency_key=key, callback_url=callback_url, deadline=deadline)
     _ASYNC_REQUESTS.inc()
@@ -174,8 +182,9 @@ async def predict_async(
     """Queue a prediction of a stored match; poll ``status_url`` (or stream its ``/events``) for the result.
 
     With ``deadline`` (or ``ttl_s``), a task not started by then is not computed and ends ``EXPIRED``.
-    Idempotent: while a task for the same match, model version and feature version is queued, running or done,
-    the same ``task_id`` comes back and the model does not run again.
+    Idempotent: while a task for the same match, model version and feature revision is queued, running or done,
+    the same ``task_id`` comes back and the model does not run again; once an ingest changes the match's features,
+    a resubmission makes a new prediction (within ``MATCHCAST_FEATURE_REVISIONS_REFRESH_S``).
     """
     settings = parts.settings
     deadline = deadline_of(body, settings)
