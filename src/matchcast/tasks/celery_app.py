@@ -204,6 +204,10 @@ def make_celery(settings: Settings, *, publisher: bool = False) -> Celery:
         broker_connection_max_retries=None,
         broker_connection_timeout=2.0,
         broker_heartbeat=10,
+        # A worker's remote-control queue (pidbox) is not exclusive: after a partition the node may still hold the
+        # old connection's queue, and an exclusive one makes the reconnecting worker die of RESOURCE_LOCKED. Unused
+        # for control_queue_expires (10 s), the queue goes away by itself.
+        control_queue_exclusive=False,
         broker_pool_limit=20,
         task_publish_retry=True,
         # One more try per extra node of a failover list: a publish that lost its node tries the next one.
