@@ -145,7 +145,10 @@ def test_predictions_are_logged_shadowed_and_scored(tmp_path: Path, fresh_vhost_
     worker = WorkerProcess(settings, f"live-{uuid.uuid4().hex[:4]}@localhost", tmp_path / "worker.log")
     try:
         worker.wait_ready()
-        wait_until("the challenger loaded as a shadow", lambda: "shadow_loaded version=2" in worker.log.read_text())
+        wait_until(  # by every pool process: each has a shadow of its own
+            "the challenger loaded as a shadow",
+            lambda: worker.log.read_text().count("shadow_loaded version=2") >= worker.concurrency,
+        )
         with TestClient(create_app(settings), headers=key_headers(settings, "predict")) as client:
             served: list[dict[str, Any]] = []
             for mid in ids[:4]:  # sync
