@@ -10,6 +10,7 @@
 | ``api-1``, ``api-2`` | ``matchcast api`` |
 | ``worker-1``, ``worker-2`` | ``matchcast worker --lane bulk`` |
 | ``worker-3`` | ``matchcast worker --lane interactive`` |
+| ``worker-4`` | nothing at first: a host that joins (``tests/hosts/test_leave_join.py``) |
 
 Every matchcast process gets only environment variables (``host_env``): URLs by host name, and a home and temp
 folder of its own; no path is shared between hosts. The test stands on the bridge (``OPS_ADDRESS``): it loads the
@@ -53,6 +54,7 @@ MASTER_NAME = "matchcast"
 APIS = ("api-1", "api-2")
 BULK_WORKERS = ("worker-1", "worker-2")
 INTERACTIVE_WORKERS = ("worker-3",)
+JOINING_WORKER = "worker-4"  # a host with nothing running until a test starts a worker on it
 HOSTS = {
     "broker-1": 11,
     "broker-2": 12,
@@ -66,6 +68,7 @@ HOSTS = {
     "worker-1": 41,
     "worker-2": 42,
     "worker-3": 43,
+    "worker-4": 44,
 }
 API_PORT = 8000
 SYNC_TIMEOUT_S = 20.0
