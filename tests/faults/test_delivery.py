@@ -5,6 +5,7 @@ Every test runs against a RabbitMQ node and Redis databases of its own; the mach
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -23,6 +24,7 @@ from kombu import Connection, Exchange, Producer
 
 from matchcast.config import Settings
 from matchcast.service.wiring import store_for
+from matchcast.tasks.backend_client import async_backend_client
 from tests.conftest import ApiProcess, key_headers
 from tests.faults.conftest import (
     OwnRabbit,
@@ -507,6 +509,38 @@ def test_completion_callback_is_signed_retried_and_visible(
     finally:
         server.shutdown()
     report("callbacks", {"attempts": len(callback["attempts"]), "delivered": True})  # type: ignore[index]
+
+
+def test_the_apis_backend_client_sends_again_on_a_connection_the_restart_closed(
+    own_redis: OwnRedis, tmp_path: Path
+) -> None:
+    """After the backend restarts, the pooled connection is to a process that is gone: the first command and the
+    first pipeline on it are sent once more on a new connection, not failed (a 503 to whoever asked)."""
+    settings = Settings(home=tmp_path / "home", result_backend=own_redis.url)
+
+    async def run() -> list[object]:
+        client = async_backend_client(settings, socket_timeout=3, socket_connect_timeout=2, health_check_interval=30)
+        try:
+            await client.set("restart-probe", "1")
+            seen: list[object] = []
+            for _ in range(2):
+                pool = client.connection_pool
+                assert len(pool._available_connections) == 1  # the connection the next call takes
+                own_redis.stop()
+                own_redis.start()
+                async with client.pipeline(transaction=False) as pipe:
+                    pipe.get("restart-probe")
+                    pipe.incr("restart-count")
+                    seen.append(await pipe.execute())
+                own_redis.stop()
+                own_redis.start()
+                seen.append(await client.get("restart-probe"))
+            return seen
+        finally:
+            await client.aclose()
+
+    seen = asyncio.run(run())
+    assert seen == [[b"1", 1], b"1", [b"1", 2], b"1"]
 
 
 def test_result_backend_restart_forgets_nothing_accepted(

@@ -177,7 +177,14 @@ def backend_client(settings: Settings, **options: Any) -> redis.Redis:
 
 
 def async_backend_client(settings: Settings, **options: Any) -> aioredis.Redis:
-    """An asyncio client of the result backend (its current master, with Sentinels)."""
+    """An asyncio client of the result backend (its current master, with Sentinels).
+
+    A command (a pipeline too) that meets a closed connection is sent once more on a new one: after the backend
+    restarted, the pool still holds connections to the process that is gone, and without it the first request on
+    each would fail (redis-py's clients made from a URL retry nothing). Only connection errors, at once: a timeout
+    (a host cut off) is not sent again, so it costs its socket timeout once.
+    """
+    options.setdefault("retry", AsyncRetry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)))
     url = settings.resolved_result_backend()
     address = sentinel_address(url)
     if address is None:
