@@ -247,6 +247,8 @@ def test_async_fast_path_and_route_share_one_contract(
     """Everyday submissions are answered below FastAPI; anything else reaches the route; both agree."""
     route_only = stack_settings.model_copy(update={"api_fast_path": False})
     with TestClient(create_app(route_only), headers=key_headers(stack_settings)) as plain:
+        # A process reads the feature revisions before it answers: its keys are those of the processes serving.
+        assert plain.app.state.parts.feature_revisions().seq is not None  # type: ignore[attr-defined]
         a, b = upcoming_ids(client, 7)[5:7]
         client.get("/predict/model/info")  # the fast path needs the model's metadata cached (a route refreshes it)
         fast = client.post("/predict/async/", json={"match_id": a})

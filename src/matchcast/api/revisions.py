@@ -21,12 +21,21 @@ class RevisionWatch(BackgroundLoop):
     def __init__(self, revisions: FeatureRevisions, every_s: float) -> None:
         self.revisions, self.every_s = revisions, every_s
 
+    async def start(self) -> None:
+        """Read every revision once, then keep them current: a process that answers before its first read would
+        make other idempotency keys than the processes already serving (so a resubmission would be a new task)."""
+        await self._refresh()
+        await super().start()
+
+    async def _refresh(self) -> None:
+        try:
+            changed = await run_in_threadpool(self.revisions.refresh)
+            if changed:
+                log.debug("feature_revisions_read changed=%d seq=%s", changed, self.revisions.seq)
+        except Exception as exc:  # the store may be away for a while; the next tick tries again
+            log.warning("could not read feature revisions (%s)", type(exc).__name__)
+
     async def _run(self) -> None:
         while True:
-            try:
-                changed = await run_in_threadpool(self.revisions.refresh)
-                if changed:
-                    log.debug("feature_revisions_read changed=%d seq=%s", changed, self.revisions.seq)
-            except Exception as exc:  # the store may be away for a while; the next tick tries again
-                log.warning("could not read feature revisions (%s)", type(exc).__name__)
             await asyncio.sleep(self.every_s)
+            await self._refresh()
