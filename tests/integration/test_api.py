@@ -259,6 +259,7 @@ def test_async_fast_path_and_route_share_one_contract(
         assert list(fast.json()) == list(slow.json()) == ["task_id", "status", "status_url"]
         # One idempotency key whichever way a submission came: each sees the other's task.
         assert plain.post("/predict/async/", json={"match_id": a}).json()["task_id"] == fast.json()["task_id"]
+        client.get("/predict/model/info")  # the key's verdict and the metadata are cached 10 s: fresh again
         assert client.post("/predict/async/", json={"match_id": b}).json()["task_id"] == slow.json()["task_id"]
         assert answered_fast == [202, 202]
     # What the fast path does not answer goes on to the route, body intact.

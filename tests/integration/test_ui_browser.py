@@ -178,8 +178,10 @@ def test_a_batch_in_the_browser(browser: Any, stack: dict[str, Any]) -> None:
 
 def test_the_other_pages_in_the_browser(browser: Any, stack: dict[str, Any]) -> None:
     browser.get(stack["ui"] + "/model")
-    page = wait_text(browser, "Held-out metrics")
-    assert "champion" in page and "matchcast evaluate" in page
+    wait_text(browser, "Held-out metrics")
+    wait_text(browser, "champion")  # the alias, in a metric of its own: elements may appear in any order
+    page = wait_text(browser, "matchcast evaluate")
+    assert "champion" in page and "Held-out metrics" in page
     screenshot(browser, "ui-model.png")
     browser.get(stack["ui"] + "/what-if")
     wait_text(browser, "Elo Home")
