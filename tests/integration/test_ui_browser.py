@@ -154,7 +154,8 @@ def test_a_sync_prediction_in_the_browser(browser: Any, stack: dict[str, Any]) -
     browser.get(stack["ui"] + "/")
     wait_text(browser, "upcoming matches, soonest first")
     click_button(browser, "Predict")
-    page = wait_text(browser, "Model matchcast version 1")
+    wait_text(browser, "Model matchcast version 1")
+    page = wait_text(browser, "Away win")  # the probabilities render after the caption
     assert "Home win" in page and "Draw" in page and "Away win" in page
     assert "error" not in page.lower()
     time.sleep(1)  # let the chart draw
