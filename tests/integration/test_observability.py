@@ -164,8 +164,20 @@ def test_prometheus_loads_the_alert_rules_and_every_dashboard_query_runs(prometh
     for panel in dash["panels"]:
         for target in panel.get("targets", []):
             query(prometheus, target["expr"].replace("$__rate_interval", "1m"))  # a syntax error fails here
-    firing = [a["labels"]["alertname"] for a in httpx.get(f"{prometheus}/api/v1/alerts").json()["data"]["alerts"]]
-    assert "MatchcastNoWorker" not in firing and "MatchcastApiDown" not in firing
+    # A healthy stack pages for neither. One scrape that misses its 1 s timeout on a loaded machine makes an alert
+    # pending (its `for` exists for that), so the check is that none stays active, pending or firing, for long.
+    seen: dict[str, str] = {}
+
+    def quiet() -> bool:
+        alerts = httpx.get(f"{prometheus}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
+        seen.clear()
+        seen.update({a["labels"]["alertname"]: a["state"] for a in alerts})
+        return not {"MatchcastNoWorker", "MatchcastApiDown"} & set(seen)
+
+    deadline = time.monotonic() + 30
+    while not quiet() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not {"MatchcastNoWorker", "MatchcastApiDown"} & set(seen), seen
 
 
 def test_a_graph_of_the_scraped_metrics(request: pytest.FixtureRequest, tmp_path: Path) -> None:
