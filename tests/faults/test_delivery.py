@@ -24,7 +24,7 @@ from kombu import Connection, Exchange, Producer
 
 from matchcast.config import Settings
 from matchcast.service.wiring import store_for
-from matchcast.tasks.backend_client import async_backend_client
+from matchcast.tasks.backend_client import async_backend_client, backend_client
 from tests.conftest import ApiProcess, key_headers
 from tests.faults.conftest import (
     OwnRabbit,
@@ -540,6 +540,32 @@ def test_the_apis_backend_client_sends_again_on_a_connection_the_restart_closed(
             await client.aclose()
 
     seen = asyncio.run(run())
+    assert seen == [[b"1", 1], b"1", [b"1", 2], b"1"]
+
+
+def test_the_workers_backend_client_reconnects_on_a_connection_the_restart_closed(
+    own_redis: OwnRedis, tmp_path: Path
+) -> None:
+    """The blocking client (the workers' heartbeat) needs no retry for it: redis-py's blocking pool checks each
+    connection as it hands it out and makes a new one for a closed one, so no command fails after a restart."""
+    settings = Settings(home=tmp_path / "home", result_backend=own_redis.url)
+    client = backend_client(settings, socket_timeout=3, socket_connect_timeout=2)
+    try:
+        client.set("restart-probe", "1")
+        seen: list[object] = []
+        for _ in range(2):
+            assert len(client.connection_pool._available_connections) == 1  # type: ignore[attr-defined]
+            own_redis.stop()
+            own_redis.start()
+            with client.pipeline(transaction=False) as pipe:
+                pipe.get("restart-probe")
+                pipe.incr("restart-count")
+                seen.append(pipe.execute())
+            own_redis.stop()
+            own_redis.start()
+            seen.append(client.get("restart-probe"))
+    finally:
+        client.close()
     assert seen == [[b"1", 1], b"1", [b"1", 2], b"1"]
 
 

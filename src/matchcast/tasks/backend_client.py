@@ -182,7 +182,8 @@ def async_backend_client(settings: Settings, **options: Any) -> aioredis.Redis:
     A command (a pipeline too) that meets a closed connection is sent once more on a new one: after the backend
     restarted, the pool still holds connections to the process that is gone, and without it the first request on
     each would fail (redis-py's clients made from a URL retry nothing). Only connection errors, at once: a timeout
-    (a host cut off) is not sent again, so it costs its socket timeout once.
+    (a host cut off) is not sent again, so it costs its socket timeout once. (The blocking client needs none:
+    redis-py's blocking pool checks a connection as it hands it out and reconnects a closed one.)
     """
     options.setdefault("retry", AsyncRetry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)))
     url = settings.resolved_result_backend()
