@@ -210,9 +210,12 @@ def test_a_key_keeps_its_shard_while_it_has_work_new_keys_get_the_least_loaded_a
             got = {a: await fair.assign(a, [("a1", 100), ("a2", 100)])}
             got[b] = await fair.assign(b, [("b1", 50)])
             assert await fair.assign(a, [("a3", 10)]) == got[a]  # A still has work: the same shard
+            # The same call again (a retry after its answer was lost): the same shard, counted once
+            assert await fair.assign(a, [("a3", 10)]) == got[a]
             got[c] = await fair.assign(c, [("c1", 30)])
             got[d] = await fair.assign(d, [("d1", 40)])
             got[e] = await fair.assign(e, [("e1", 5)])  # all four taken: the least loaded (C's, 30)
+            assert await fair.assign(b, [("b1", 50)]) == got[b]  # again: not a new shard, not a second share
             assert await fair.backlog() == {a: 210, b: 50, c: 30, d: 40, e: 5}
             return got
         finally:

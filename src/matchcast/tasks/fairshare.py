@@ -35,13 +35,23 @@ ANONYMOUS = "-"  # the key of batches submitted without API keys (MATCHCAST_AUTH
 _KEYS = (FAIR_BACKLOG_KEY, FAIR_SHARD_KEY, FAIR_LOAD_KEY)
 
 # KEYS: backlog, shard, load. ARGV: key, shards, ttl, chunk prefix, then chunk id, size, chunk id, size, ...
+# A chunk already recorded (the same call sent again after its answer was lost) is counted once: it keeps the
+# shard it was given, and the backlog is not raised twice.
 _ASSIGN = """
 local key, shards, ttl, prefix = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-local total = 0
-for i = 5, #ARGV, 2 do total = total + tonumber(ARGV[i + 1]) end
-local shard = redis.call('HGET', KEYS[2], key)
+local total, fresh, recorded = 0, {}, nil
+for i = 5, #ARGV, 2 do
+  local share = redis.call('GET', prefix .. ARGV[i])
+  if share then
+    recorded = recorded or string.match(share, ' (%d+) %d+$')
+  else
+    total = total + tonumber(ARGV[i + 1])
+    table.insert(fresh, i)
+  end
+end
+local shard = recorded or redis.call('HGET', KEYS[2], key)
 local backlog = tonumber(redis.call('HGET', KEYS[1], key) or '0')
-if (not shard) or backlog <= 0 or tonumber(shard) >= shards then
+if (not recorded) and ((not shard) or backlog <= 0 or tonumber(shard) >= shards) then
   local least = nil
   for s = 0, shards - 1 do
     local load = tonumber(redis.call('HGET', KEYS[3], tostring(s)) or '0')
@@ -49,9 +59,11 @@ if (not shard) or backlog <= 0 or tonumber(shard) >= shards then
   end
   redis.call('HSET', KEYS[2], key, shard)
 end
-redis.call('HINCRBY', KEYS[1], key, total)
-redis.call('HINCRBY', KEYS[3], shard, total)
-for i = 5, #ARGV, 2 do
+if total > 0 then
+  redis.call('HINCRBY', KEYS[1], key, total)
+  redis.call('HINCRBY', KEYS[3], shard, total)
+end
+for _, i in ipairs(fresh) do
   redis.call('SET', prefix .. ARGV[i], key .. ' ' .. shard .. ' ' .. ARGV[i + 1], 'EX', ttl)
 end
 for _, k in ipairs(KEYS) do redis.call('EXPIRE', k, ttl) end
