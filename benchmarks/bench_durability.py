@@ -28,7 +28,11 @@ def run(mode: str, home: Path, out: Path) -> dict[str, float]:
     subprocess.run(argv, check=True)
     report = json.loads(out.read_text())
     c64 = report["sync"]["matchcast"]["64"]
-    return {"sync_c64_rps": c64["throughput_rps"], "sync_c64_p99_ms": c64["p99_ms"], "accept_per_s": report["async_accept_per_s"]}
+    return {
+        "sync_c64_rps": c64["throughput_rps"],
+        "sync_c64_p99_ms": c64["p99_ms"],
+        "accept_per_s": report["async_accept_per_s"],
+    }
 
 
 def main() -> int:
@@ -49,7 +53,8 @@ def main() -> int:
     for mode, fig in best.items():
         print(
             f"{mode:<18}{fig['sync_c64_rps']:>16.0f}{fig['sync_c64_rps'] / base['sync_c64_rps']:>8.2f}"
-            f"{fig['sync_c64_p99_ms']:>9.1f}{fig['accept_per_s']:>11.0f}{fig['accept_per_s'] / base['accept_per_s']:>8.2f}"
+            f"{fig['sync_c64_p99_ms']:>9.1f}{fig['accept_per_s']:>11.0f}"
+            f"{fig['accept_per_s'] / base['accept_per_s']:>8.2f}"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"rounds": rounds, "best": best}, indent=2))

@@ -86,9 +86,15 @@ def main() -> int:
     print(f"matchday: results of {args.as_of} to {until - timedelta(days=1)}: {incremental[0][2]} matches updated,")
     print(f"          {incremental[0][3]} feature rows rewritten (full: {full[3]}); same rows after both: {same}")
     print(f"{'':<34}{'ingest (s)':>12}{'features (s)':>14}{'total (s)':>11}")
-    print(f"{'incremental (median of ' + str(args.repeat) + ')':<34}{ingest_s:>12.2f}{inc_s:>14.2f}{ingest_s + inc_s:>11.2f}")
+    print(
+        f"{'incremental (median of ' + str(args.repeat) + ')':<34}"
+        f"{ingest_s:>12.2f}{inc_s:>14.2f}{ingest_s + inc_s:>11.2f}"
+    )
     print(f"{'full recompute':<34}{full[0]:>12.2f}{full[1]:>14.2f}{full[0] + full[1]:>11.2f}")
-    print(f"ratio full / incremental: features {full[1] / inc_s:.1f}x, total {(full[0] + full[1]) / (ingest_s + inc_s):.1f}x")
+    print(
+        f"ratio full / incremental: features {full[1] / inc_s:.1f}x, "
+        f"total {(full[0] + full[1]) / (ingest_s + inc_s):.1f}x"
+    )
     return 0 if same else 1
 
 

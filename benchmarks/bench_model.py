@@ -116,7 +116,9 @@ def main() -> int:
     results["380-match season, grids + all markets as JSON (µs)"] = (
         best_of(lambda: markets_json(full.predict_grid(season)[1]), 20) * 1e6
     )
-    results["1 match, grid + all markets as JSON (µs)"] = best_of(lambda: markets_json(full.predict_grid(one)[1]), 200) * 1e6
+    results["1 match, grid + all markets as JSON (µs)"] = (
+        best_of(lambda: markets_json(full.predict_grid(one)[1]), 200) * 1e6
+    )
 
     width = max(len(k) for k in results)
     for k, v in results.items():

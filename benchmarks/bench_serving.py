@@ -1074,7 +1074,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--soak", type=float, metavar="SECONDS", help="also run at half of peak load, RSS every 10 s")
     p.add_argument("--profile", action="store_true", help="also py-spy the API and worker under c64 load")
     p.add_argument("--worker-concurrency", type=int, default=2, help="prefork processes of the worker (2)")
-    p.add_argument("--api-workers", type=int, default=1, help="processes of `matchcast api --workers` (1, the default of matchcast)")
+    p.add_argument(
+        "--api-workers",
+        type=int,
+        default=1,
+        help="processes of `matchcast api --workers` (1, the default of matchcast)",
+    )
     p.add_argument("--home", type=Path, help="reuse (or create and keep) this trained home instead of a temp one")
     p.add_argument("--keep", action="store_true", help="keep the temp folder (logs) at the end")
     p.add_argument(

